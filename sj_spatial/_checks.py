@@ -1,0 +1,52 @@
+"""Argument checks shared by the public API: clear errors that name the argument."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+STEP_MODES = ("s", "m")
+DELAY_MODES = ("interpolate", "round")
+
+
+def check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be finite and {bound} {minimum}, got {value}")
+    return value
+
+
+def check_input(name: str, x, features: int, min_ndim: int, step_mode: str) -> None:
+    """Check a layer input: a floating tensor of rank >= min_ndim whose last dim is features."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < min_ndim:
+        layout = "[*batch, features]" if step_mode == "s" else "[T, *batch, features]"
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dims ({layout}) in step_mode={step_mode!r}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[-1] != features:
+        raise ValueError(
+            f"{name} must have {features} features in its last dim, got shape {tuple(x.shape)}"
+        )

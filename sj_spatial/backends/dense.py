@@ -1,0 +1,44 @@
+"""Reference backend (backend="torch", any device): a dense delay kernel and a convolution.
+
+The kernel ``K[out, in, L]`` holds each synapse's two taps, ``w (1 - f)`` at lag ``k`` and
+``w f`` at lag ``k + 1`` (``L = max_delay + 2``), so the delayed matmul is one
+``conv1d`` and autograd gives exact gradients for input, weight and fraction. Its cost
+grows with ``L``; the fast backends do the same work in two taps per synapse.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dense_kernel(
+    weight: torch.Tensor, taps: torch.Tensor, frac: torch.Tensor, num_taps: int
+) -> torch.Tensor:
+    """Delay kernel ``[out, in, num_taps]``: ``K[j, i, m]`` multiplies ``x[t - m, i]``."""
+    lags = torch.arange(num_taps, device=weight.device)
+    at_k = (lags == taps[..., None]).to(weight.dtype)
+    at_k1 = (lags == taps[..., None] + 1).to(weight.dtype)
+    frac = frac.to(weight.dtype)[..., None]
+    return weight[..., None] * ((1 - frac) * at_k + frac * at_k1)
+
+
+def delayed_matmul(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    num_taps: int,
+    t_out: int,
+) -> torch.Tensor:
+    """``y[t] = sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])`` for the last ``t_out`` steps.
+
+    ``x``: ``[T_in, N, in]`` (zero before its first step) -> ``[t_out, N, out]``.
+    """
+    t_in = x.shape[0]
+    kernel = dense_kernel(weight, taps, frac, num_taps).flip(-1)
+    xs = x.permute(1, 2, 0)  # [N, in, T_in]
+    # Output step t reads x[t - num_taps + 1 .. t]; the first one needed is t = t_in - t_out.
+    left = num_taps - 1 - (t_in - t_out)
+    xs = F.pad(xs, (left, 0)) if left > 0 else xs[..., -left:]
+    return F.conv1d(xs, kernel).permute(2, 0, 1)

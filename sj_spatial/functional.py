@@ -1,0 +1,87 @@
+"""The delayed synapse as pure functions: one autograd contract, backend chosen here."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from . import backends
+from .delays import delay_taps
+
+
+def num_taps(max_delay: int) -> int:
+    """Lags ``0 .. max_delay + 1`` that a synapse with delay <= max_delay can read."""
+    return max_delay + 2
+
+
+class _Synapses:
+    """Taps, fractions and kernel of one delayed weight matrix, prepared once per call."""
+
+    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, device):
+        self.weight, self.bias = weight, bias
+        self.taps, self.frac = delay_taps(delays, delay_mode)
+        self.num_taps = num_taps(max_delay)
+        self.impl = backends.select(backend, device)
+
+    def __call__(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
+        t_in, batch = x.shape[0], x.shape[1:-1]
+        y = self.impl.delayed_matmul(
+            x.reshape(t_in, -1, x.shape[-1]), self.weight, self.taps, self.frac,
+            self.num_taps, t_out,
+        )
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(t_out, *batch, self.weight.shape[0])
+
+
+def delayed_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delays: torch.Tensor,
+    max_delay: int,
+    *,
+    delay_mode: str = "interpolate",
+    backend: str = "torch",
+    t_out: int | None = None,
+) -> torch.Tensor:
+    """Delayed linear map of a sequence.
+
+    ``x``: ``[T, *batch, in]``, zero before its first step; ``delays``: ``[out, in]`` in
+    time steps, already clamped to ``max_delay``. Returns the last ``t_out`` (default
+    ``T``) steps of ``y[t] = bias + sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])``,
+    shape ``[t_out, *batch, out]``.
+    """
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
+    return synapses(x, x.shape[0] if t_out is None else t_out)
+
+
+def delayed_recurrence(
+    x: torch.Tensor,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delays: torch.Tensor,
+    max_delay: int,
+    *,
+    delay_mode: str = "interpolate",
+    backend: str = "torch",
+    history: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``s[t] = step(x[t] + r[t])`` with delayed recurrent input ``r`` over all of ``x``.
+
+    ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``. ``history`` holds
+    the outputs before ``x[0]`` (chronological, at most ``max_delay + 2`` steps of
+    ``[*batch, n]``). Returns ``(s, history)``: ``s`` is ``[T, *batch, n]``.
+    """
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
+    keep = synapses.num_taps
+    outputs = []
+    for x_t in x:
+        # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k].
+        r = bias if history is None else synapses(history, 1)[0]
+        s = step(x_t if r is None else x_t + r)
+        outputs.append(s)
+        history = s[None] if history is None else torch.cat((history[1 - keep :], s[None]))
+    return torch.stack(outputs), history

@@ -1,0 +1,238 @@
+"""SpikingJelly layers whose synaptic delays come from neuron positions.
+
+The modules hold parameters and memories only; the computation lives in
+:mod:`sj_spatial.functional`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from spikingjelly.activation_based import base
+from torch import nn
+
+from . import backends
+from ._checks import DELAY_MODES, STEP_MODES, check_choice, check_float, check_input, check_int
+from .delays import delays_from_positions
+from .functional import delayed_linear, delayed_recurrence, num_taps
+from .positions import NeuronPositions
+
+#: Default longest delay, in time steps. The reference backend's cost grows with it.
+DEFAULT_MAX_DELAY = 25
+
+
+def _population(name: str, given, num_neurons: int, dim: int) -> NeuronPositions:
+    if given is None:
+        return NeuronPositions(num_neurons, dim)
+    if not isinstance(given, NeuronPositions):
+        raise TypeError(f"{name} must be a NeuronPositions or None, got {type(given).__name__}")
+    if given.num_neurons != num_neurons:
+        raise ValueError(
+            f"{name} must hold {num_neurons} neurons, got NeuronPositions with {given.num_neurons}"
+        )
+    if given.dim != dim:
+        raise ValueError(f"{name} must have dim={dim} like the layer, got dim={given.dim}")
+    return given
+
+
+def _linear_init(weight: nn.Parameter, bias: nn.Parameter | None) -> None:
+    """nn.Linear's default initialisation."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0
+        nn.init.uniform_(bias, -bound, bound)
+
+
+def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch_start: int):
+    if history is not None and history.shape[1:-1] != x.shape[batch_start:-1]:
+        raise ValueError(
+            f"{name} has batch shape {tuple(x.shape[batch_start:-1])} but the delay memory holds "
+            f"{tuple(history.shape[1:-1])}; call spikingjelly's functional.reset_net(model) "
+            "between sequences"
+        )
+
+
+class _SpatialModule(base.MemoryModule):
+    """Step mode, backend and delay options shared by the spatial layers."""
+
+    def _init_options(self, step_mode, dim, max_delay, delay_scale, delay_mode, backend):
+        self.step_mode = check_choice("step_mode", step_mode, STEP_MODES)
+        self.dim = check_int("dim", dim, minimum=1)
+        self.max_delay = check_int("max_delay", max_delay, minimum=0)
+        self.delay_scale = check_float("delay_scale", delay_scale)
+        self.delay_mode = check_choice("delay_mode", delay_mode, DELAY_MODES)
+        self.backend = backend
+
+    @property
+    def supported_backends(self) -> tuple[str, ...]:
+        return backends.BACKENDS
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        check_choice("backend", value, self.supported_backends)
+        backends.require(value)
+        self._backend = value
+
+    def _options_repr(self) -> str:
+        return (
+            f"step_mode={self.step_mode}, backend={self.backend}, max_delay={self.max_delay}, "
+            f"dim={self.dim}, delay_scale={self.delay_scale}, delay_mode={self.delay_mode}"
+        )
+
+
+class SpatialDelayLinear(_SpatialModule):
+    """Drop-in replacement for ``layer.Linear`` whose synapse j<-i has a delay
+    ``min(delay_scale * ||post_j - pre_i||, max_delay)`` time steps.
+
+    Input ``[*batch, in]`` (``step_mode='s'``) or ``[T, *batch, in]`` (``'m'``); output
+    the same with ``out_features``. Positions live in ``pre_positions`` ([in, dim]) and
+    ``post_positions`` ([out, dim]), :class:`NeuronPositions` that layers may share.
+    The last ``max_delay + 2`` inputs are kept as memory in both step modes (cleared by
+    ``functional.reset_net``), so consecutive calls continue one sequence.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        step_mode: str = "s",
+        *,
+        dim: int = 2,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        delay_scale: float = 1.0,
+        pre_positions: NeuronPositions | None = None,
+        post_positions: NeuronPositions | None = None,
+        delay_mode: str = "interpolate",
+        backend: str = "torch",
+    ):
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
+        self.pre_positions = _population("pre_positions", pre_positions, in_features, dim)
+        self.post_positions = _population("post_positions", post_positions, out_features, dim)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.register_memory("input_history", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weight and bias as ``nn.Linear`` initialises them (positions are left alone)."""
+        _linear_init(self.weight, self.bias)
+
+    def delays(self) -> torch.Tensor:
+        """Real-valued delays ``[out, in]`` in time steps."""
+        return delays_from_positions(
+            self.post_positions.positions, self.pre_positions.positions,
+            self.delay_scale, self.max_delay,
+        )
+
+    def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
+        if self.input_history is None:
+            self.pre_positions.check_finite()
+            self.post_positions.check_finite()
+        else:
+            x = torch.cat((self.input_history, x))
+        self.input_history = x[-num_taps(self.max_delay) :]
+        return delayed_linear(
+            x, self.weight, self.bias, self.delays(), self.max_delay,
+            delay_mode=self.delay_mode, backend=self.backend, t_out=t_out,
+        )
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("x", x, self.in_features, 1, "s")
+        _check_batch("x", self.input_history, x, 0)
+        return self._forward(x[None], 1)[0]
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_input("x_seq", x_seq, self.in_features, 2, "m")
+        _check_batch("x_seq", self.input_history, x_seq, 1)
+        return self._forward(x_seq, x_seq.shape[0])
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, {self._options_repr()}"
+        )
+
+
+class SpatialRecurrentContainer(_SpatialModule):
+    """A population whose own spikes return to it through position-delayed synapses.
+
+    ``s[t] = sub_module(x[t] + r[t])`` with
+    ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``: every recurrent
+    synapse has at least one step of delay. ``sub_module`` (usually a spiking neuron in
+    single-step mode) is called once per time step in both of this container's step
+    modes. Input and output have ``num_features`` features.
+    """
+
+    def __init__(
+        self,
+        sub_module: nn.Module,
+        num_features: int,
+        bias: bool = True,
+        step_mode: str = "s",
+        *,
+        positions: NeuronPositions | None = None,
+        dim: int = 2,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        delay_scale: float = 1.0,
+        delay_mode: str = "interpolate",
+        backend: str = "torch",
+    ):
+        super().__init__()
+        if not isinstance(sub_module, nn.Module):
+            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
+        if getattr(sub_module, "step_mode", "s") != "s":
+            raise ValueError(
+                "sub_module must be in single-step mode (step_mode='s'), got "
+                f"step_mode={sub_module.step_mode!r}; the container runs the time loop"
+            )
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
+        self.sub_module = sub_module
+        self.positions = _population("positions", positions, num_features, dim)
+        self.weight = nn.Parameter(torch.empty(num_features, num_features))
+        self.bias = nn.Parameter(torch.empty(num_features)) if bias else None
+        self.register_memory("output_history", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weight and bias as ``nn.Linear(n, n)`` initialises them."""
+        _linear_init(self.weight, self.bias)
+
+    def delays(self) -> torch.Tensor:
+        """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""
+        p = self.positions.positions
+        return delays_from_positions(p, p, self.delay_scale, self.max_delay)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output_history is None:
+            self.positions.check_finite()
+        s, self.output_history = delayed_recurrence(
+            x, self.sub_module, self.weight, self.bias, self.delays(), self.max_delay,
+            delay_mode=self.delay_mode, backend=self.backend, history=self.output_history,
+        )
+        return s
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("x", x, self.num_features, 1, "s")
+        _check_batch("x", self.output_history, x, 0)
+        return self._forward(x[None])[0]
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_input("x_seq", x_seq, self.num_features, 2, "m")
+        _check_batch("x_seq", self.output_history, x_seq, 1)
+        return self._forward(x_seq)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_features={self.num_features}, bias={self.bias is not None}, "
+            f"{self._options_repr()}"
+        )

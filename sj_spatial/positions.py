@@ -1,0 +1,52 @@
+"""Learnable neuron positions in a D-dimensional Euclidean space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_float, check_int
+
+INITS = ("uniform",)
+
+
+class NeuronPositions(nn.Module):
+    """Positions of a population of neurons, one learnable point per neuron.
+
+    Args:
+        num_neurons: number of neurons N.
+        dim: dimension D of the space.
+        init: ``"uniform"`` draws each coordinate from U(-scale, scale).
+        scale: half-width of the initial cube, in distance units.
+
+    The parameter ``positions`` has shape ``[N, D]``. Share one instance between the
+    layers that touch the same population so that each neuron has a single position.
+    """
+
+    def __init__(self, num_neurons: int, dim: int = 2, init: str = "uniform", scale: float = 1.0):
+        super().__init__()
+        self.num_neurons = check_int("num_neurons", num_neurons, minimum=1)
+        self.dim = check_int("dim", dim, minimum=1)
+        self.init = check_choice("init", init, INITS)
+        self.scale = check_float("scale", scale)
+        self.positions = nn.Parameter(torch.empty(num_neurons, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.positions.uniform_(-self.scale, self.scale)
+
+    def forward(self) -> torch.Tensor:
+        """Return the ``[N, D]`` position tensor."""
+        return self.positions
+
+    def check_finite(self) -> None:
+        """Raise ValueError when any coordinate is NaN or infinite."""
+        if not bool(torch.isfinite(self.positions).all()):
+            raise ValueError(
+                f"positions must be finite, got NaN/Inf in NeuronPositions(num_neurons="
+                f"{self.num_neurons}, dim={self.dim})"
+            )
+
+    def extra_repr(self) -> str:
+        return f"num_neurons={self.num_neurons}, dim={self.dim}, init={self.init!r}, scale={self.scale}"
