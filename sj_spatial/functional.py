@@ -77,6 +77,10 @@ def delayed_recurrence(
     """
     synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
     keep = synapses.num_taps
+    if backend == "cupy" and history is None:
+        fused = _fused_lif(x, step, synapses)
+        if fused is not None:
+            return fused, fused[-keep:]
     outputs = []
     for x_t in x:
         # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k].
@@ -85,3 +89,20 @@ def delayed_recurrence(
         outputs.append(s)
         history = s[None] if history is None else torch.cat((history[1 - keep :], s[None]))
     return torch.stack(outputs), history
+
+
+def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
+    """All T steps of a fresh LIF population in one CUDA kernel, or None when unsupported."""
+    from .backends import cuda_lif
+
+    params = cuda_lif.lif_params(step)
+    n = x.shape[-1]
+    if params is None or n > cuda_lif.MAX_NEURONS or x.dtype not in (torch.float32, torch.float64):
+        return None
+    t_in, batch = x.shape[0], x.shape[1:-1]
+    s, v_last = cuda_lif.lif_recurrence(
+        x.reshape(t_in, -1, n), synapses.weight, synapses.bias, synapses.taps, synapses.frac,
+        params, synapses.num_taps,
+    )
+    step.v = v_last.reshape(*batch, n)  # the neuron continues from the last step
+    return s.reshape(t_in, *batch, n)

@@ -1,0 +1,864 @@
+"""CUDA backend (backend="cupy"): two taps per synapse, never a dense delay kernel.
+
+The delayed matmul is three CuPy kernels compiled once per device from :data:`SOURCE`:
+
+- ``sjs_gather``: ``dst[o, u, n] = sum_c a[o,c] src[c, u+s, n] + b[o,c] src[c, u+s+1, n]``.
+  The forward pass is this gather over input rows ``[in, rows, N]`` (time-major rows,
+  left-padded with zeros, so no bounds checks); the input gradient is the same gather
+  over the output gradient with the synapse matrix transposed.
+- ``sjs_wgrad``: the two dot products per synapse between an output-gradient row and the
+  two shifted input rows, from which the weight and fraction gradients follow.
+
+A block keeps, per input neuron, the rows one tile of 4R time steps x 8 batch entries
+reads (the tile plus ``max_delay + 1`` steps) in shared memory and reuses them for
+every output neuron of the block; each thread accumulates R consecutive steps in
+registers, so R+1 shared loads feed 2R multiply-adds. Work and memory are independent
+of ``max_delay`` except for that window. Computation is in float32 (float64 for float64
+inputs); float16/bfloat16 inputs are converted and the results cast back.
+
+The launch geometry and the buffer layouts are plain functions of shapes and tensors
+(:func:`gather_geometry`, :func:`forward_output`, :func:`input_grad`, ...) that take a
+``runner``; the GPU runner launches on CuPy, and the tests reuse the same functions with
+a CPU emulator of the kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+#: Kernel source, CUDA C++ (compiled with NVRTC by CuPy).
+SOURCE = r"""
+// Synapse record read by every lane of a warp at once (one 16-byte shared load).
+template <typename T>
+struct __align__(16) SjsSynapse {
+    T a;
+    T b;
+    int shift;
+    int pad;
+};
+
+template <typename T>
+__device__ __forceinline__ T sjs_warp_sum(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v += __shfl_down_sync(0xffffffffu, v, offset);
+    }
+    return v;
+}
+
+// Shared rows hold 8 batch entries plus one pad element: the four row groups of a warp
+// (rows R apart, R = 8) then fall into four different groups of 8 banks.
+#define SJS_STRIDE 9
+
+// dst[o][u][n] = sum_c a[o][c] * src[c][u + s[o][c]][n] + b[o][c] * src[c][u + s[o][c] + 1][n]
+// for o < O, u < U, n < N, with 0 <= s < D and src holding at least
+// ceil(U / 4R) * 4R + D rows per channel (zero where there is no data).
+// Block (32, W): lane = 8 batch entries x 4 groups of R consecutive rows; warp w owns
+// outputs o = ot * OW * W + w * OW + [0, OW). Grid x enumerates (output tile ot, row tile,
+// batch tile), output tiles fastest, so that blocks running together read the same input
+// rows through L2; grid z: slices of c_slice inputs, slice z writing its partial sums to
+// dst + z O U N.
+// Shared memory: CC channels x (4R + D) rows x SJS_STRIDE, then OW * W x CC synapses.
+template <typename T, int R, int OW>
+__device__ __forceinline__ void sjs_gather(
+    const T* __restrict__ src, const T* __restrict__ coef_a, const T* __restrict__ coef_b,
+    const int* __restrict__ shift, T* __restrict__ dst, int C, int O, int N, int U,
+    int src_rows, int D, int CC, int c_slice)
+{
+    extern __shared__ __align__(16) unsigned char sjs_smem[];
+    const int H = 4 * R + D;
+    const int win_bytes = ((CC * H * SJS_STRIDE * (int)sizeof(T) + 15) / 16) * 16;
+    T* win = reinterpret_cast<T*>(sjs_smem);
+    SjsSynapse<T>* syn = reinterpret_cast<SjsSynapse<T>*>(sjs_smem + win_bytes);
+
+    const int lane = threadIdx.x;
+    const int warp = threadIdx.y;
+    const int tid = warp * 32 + lane;
+    const int nthreads = 32 * blockDim.y;
+    const int OB = OW * blockDim.y;
+    const int o_tiles = (O + OB - 1) / OB;
+    const int u_tiles = (U + 4 * R - 1) / (4 * R);
+    const int tile = blockIdx.x / o_tiles;
+    const int ob = (blockIdx.x % o_tiles) * OB;
+    const int u0 = (tile % u_tiles) * 4 * R;
+    const int n0 = (tile / u_tiles) * 8;
+    const int nl = lane & 7;
+    const int ug = lane >> 3;
+    const int c_begin = blockIdx.z * c_slice;
+    const int c_end = min(C, c_begin + c_slice);
+    dst += (long long)blockIdx.z * O * U * N;
+
+    T acc[OW][R];
+#pragma unroll
+    for (int ow = 0; ow < OW; ++ow) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[ow][r] = T(0);
+    }
+
+    for (int c0 = c_begin; c0 < c_end; c0 += CC) {
+        const int cn = min(CC, c_end - c0);
+        __syncthreads();
+        for (int e = tid; e < cn * H * 8; e += nthreads) {
+            const int col = e & 7;
+            const int rowc = e >> 3;
+            const int cc = rowc / H;
+            const int row = rowc - cc * H;
+            const int n = n0 + col;
+            T v = T(0);
+            if (n < N) v = src[((long long)(c0 + cc) * src_rows + u0 + row) * N + n];
+            win[rowc * SJS_STRIDE + col] = v;
+        }
+        for (int e = tid; e < OB * cn; e += nthreads) {
+            const int ol = e / cn;
+            const int cc = e - ol * cn;
+            const int o = ob + ol;
+            SjsSynapse<T> p;
+            p.a = T(0);
+            p.b = T(0);
+            p.shift = 0;
+            p.pad = 0;
+            if (o < O) {
+                const long long i = (long long)o * C + c0 + cc;
+                p.a = coef_a[i];
+                p.b = coef_b[i];
+                p.shift = shift[i];
+            }
+            syn[ol * CC + cc] = p;
+        }
+        __syncthreads();
+        for (int cc = 0; cc < cn; ++cc) {
+            const T* rows = win + (cc * H + ug * R) * SJS_STRIDE + nl;
+#pragma unroll
+            for (int ow = 0; ow < OW; ++ow) {
+                const SjsSynapse<T> p = syn[(warp * OW + ow) * CC + cc];
+                if (p.a == T(0) && p.b == T(0)) continue;  // pruned synapse: same for the warp
+                const T* q = rows + p.shift * SJS_STRIDE;
+                T v[R + 1];
+#pragma unroll
+                for (int r = 0; r <= R; ++r) v[r] = q[r * SJS_STRIDE];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    acc[ow][r] += p.a * v[r];  // two separate FMAs, not FMUL + FFMA + FADD
+                    acc[ow][r] += p.b * v[r + 1];
+                }
+            }
+        }
+    }
+
+    const int n = n0 + nl;
+#pragma unroll
+    for (int ow = 0; ow < OW; ++ow) {
+        const int o = ob + warp * OW + ow;
+        if (o >= O || n >= N) continue;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int u = u0 + ug * R + r;
+            if (u < U) dst[((long long)o * U + u) * N + n] = acc[ow][r];
+        }
+    }
+}
+
+// part[z][0][o][c] = sum g[o][g_row0 + u][n] * src[c][u + s[o][c]][n]
+// part[z][1][o][c] = sum g[o][g_row0 + u][n] * src[c][u + s[o][c] + 1][n]
+// summed over u < U, n < N in the (batch tile, row range) segments z, z + Z, ... of
+// grid z. src holds at least ceil(U / 4R) * 4R + D rows per channel (zero past the data).
+// Block (32, W): warp w owns outputs o = blockIdx.x * OG * W + w * OG + [0, OG) and the
+// CB inputs c = blockIdx.y * CB + [0, CB) (output tiles fastest: blocks running together
+// share their input rows through L2). Each block streams time through a ring of
+// 4R + D rows per input (plus R mirrored rows, so R+1 consecutive reads never wrap).
+// Shared memory: CB x (4R + D + R) rows x SJS_STRIDE, then OG * W x CB shifts.
+template <typename T, int R, int OG, int CB>
+__device__ __forceinline__ void sjs_wgrad(
+    const T* __restrict__ g, int g_rows, int g_row0, const T* __restrict__ src, int src_rows,
+    const int* __restrict__ shift, T* __restrict__ part, int C, int O, int N, int U, int D,
+    int seg_tiles)
+{
+    extern __shared__ __align__(16) unsigned char sjs_smem[];
+    const int UT = 4 * R;
+    const int HR = UT + D;
+    const int HA = HR + R;
+    const int ring_bytes = ((CB * HA * SJS_STRIDE * (int)sizeof(T) + 15) / 16) * 16;
+    T* ring = reinterpret_cast<T*>(sjs_smem);
+    int* sh = reinterpret_cast<int*>(sjs_smem + ring_bytes);
+
+    const int lane = threadIdx.x;
+    const int warp = threadIdx.y;
+    const int tid = warp * 32 + lane;
+    const int nthreads = 32 * blockDim.y;
+    const int OB = OG * blockDim.y;
+    const int c0 = blockIdx.y * CB;
+    const int ob = blockIdx.x * OB;
+    const int nl = lane & 7;
+    const int ug = lane >> 3;
+    const int n_tiles = (N + 7) / 8;
+    const int u_tiles = (U + UT - 1) / UT;
+    const int segs_per_n = (u_tiles + seg_tiles - 1) / seg_tiles;
+    const int n_segs = n_tiles * segs_per_n;
+
+    for (int e = tid; e < OB * CB; e += nthreads) {
+        const int ol = e / CB;
+        const int cb = e - ol * CB;
+        const int o = ob + ol;
+        const int c = c0 + cb;
+        sh[e] = (o < O && c < C) ? shift[(long long)o * C + c] : 0;
+    }
+
+    T acc_a[OG][CB];
+    T acc_b[OG][CB];
+#pragma unroll
+    for (int og = 0; og < OG; ++og) {
+#pragma unroll
+        for (int cb = 0; cb < CB; ++cb) {
+            acc_a[og][cb] = T(0);
+            acc_b[og][cb] = T(0);
+        }
+    }
+
+    for (int seg = blockIdx.z; seg < n_segs; seg += gridDim.z) {
+        const int n0 = (seg / segs_per_n) * 8;
+        const int n = n0 + nl;
+        const int t_begin = (seg % segs_per_n) * seg_tiles;
+        const int t_end = min(t_begin + seg_tiles, u_tiles);
+        for (int t = t_begin; t < t_end; ++t) {
+            const int u0 = t * UT;
+            T gv[OG][R];
+#pragma unroll
+            for (int og = 0; og < OG; ++og) {
+                const int o = ob + warp * OG + og;
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const int u = u0 + ug * R + r;
+                    gv[og][r] = (o < O && n < N && u < U)
+                        ? g[((long long)o * g_rows + g_row0 + u) * N + n] : T(0);
+                }
+            }
+            // The ring holds rows [u0, u0 + HR); a segment's first tile loads all of them,
+            // later tiles only the UT rows past the previous window.
+            const int r_begin = (t == t_begin) ? u0 : u0 + D;
+            const int r_count = u0 + HR - r_begin;
+            __syncthreads();
+            for (int e = tid; e < CB * r_count * 8; e += nthreads) {
+                const int col = e & 7;
+                const int k = e >> 3;
+                const int cb = k / r_count;
+                const int row = r_begin + (k - cb * r_count);
+                const int c = c0 + cb;
+                const int nn = n0 + col;
+                T v = T(0);
+                if (c < C && nn < N) v = src[((long long)c * src_rows + row) * N + nn];
+                const int slot = row % HR;
+                ring[(cb * HA + slot) * SJS_STRIDE + col] = v;
+                if (slot < R) ring[(cb * HA + slot + HR) * SJS_STRIDE + col] = v;
+            }
+            __syncthreads();
+            const int base = (u0 + ug * R) % HR;
+#pragma unroll
+            for (int og = 0; og < OG; ++og) {
+#pragma unroll
+                for (int cb = 0; cb < CB; ++cb) {
+                    int s0 = base + sh[(warp * OG + og) * CB + cb];
+                    if (s0 >= HR) s0 -= HR;
+                    const T* q = ring + (cb * HA + s0) * SJS_STRIDE + nl;
+                    T v[R + 1];
+#pragma unroll
+                    for (int r = 0; r <= R; ++r) v[r] = q[r * SJS_STRIDE];
+                    T sa = T(0);
+                    T sb = T(0);
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        sa += gv[og][r] * v[r];
+                        sb += gv[og][r] * v[r + 1];
+                    }
+                    acc_a[og][cb] += sa;
+                    acc_b[og][cb] += sb;
+                }
+            }
+        }
+    }
+
+    const long long plane = (long long)O * C;
+    T* out = part + (long long)blockIdx.z * 2 * plane;
+#pragma unroll
+    for (int og = 0; og < OG; ++og) {
+        const int o = ob + warp * OG + og;
+#pragma unroll
+        for (int cb = 0; cb < CB; ++cb) {
+            const int c = c0 + cb;
+            const T sa = sjs_warp_sum(acc_a[og][cb]);
+            const T sb = sjs_warp_sum(acc_b[og][cb]);
+            if (lane == 0 && o < O && c < C) {
+                out[(long long)o * C + c] = sa;
+                out[plane + (long long)o * C + c] = sb;
+            }
+        }
+    }
+}
+
+#define SJS_GATHER(NAME, T, R)                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(                              \
+        const T* src, const T* coef_a, const T* coef_b, const int* shift, T* dst, int C,    \
+        int O, int N, int U, int src_rows, int D, int CC, int c_slice)                      \
+    {                                                                                       \
+        sjs_gather<T, R, 8>(src, coef_a, coef_b, shift, dst, C, O, N, U, src_rows, D, CC,   \
+                            c_slice);                                                       \
+    }
+
+#define SJS_WGRAD(NAME, T, R, CB)                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(                              \
+        const T* g, int g_rows, int g_row0, const T* src, int src_rows, const int* shift,   \
+        T* part, int C, int O, int N, int U, int D, int seg_tiles)                          \
+    {                                                                                       \
+        sjs_wgrad<T, R, 2, CB>(g, g_rows, g_row0, src, src_rows, shift, part, C, O, N, U,   \
+                               D, seg_tiles);                                               \
+    }
+
+SJS_GATHER(sjs_gather_f32_r8, float, 8)
+SJS_GATHER(sjs_gather_f32_r1, float, 1)
+SJS_GATHER(sjs_gather_f64_r8, double, 8)
+SJS_GATHER(sjs_gather_f64_r1, double, 1)
+SJS_WGRAD(sjs_wgrad_f32_r8_cb8, float, 8, 8)
+SJS_WGRAD(sjs_wgrad_f32_r8_cb1, float, 8, 1)
+SJS_WGRAD(sjs_wgrad_f32_r1_cb8, float, 1, 8)
+SJS_WGRAD(sjs_wgrad_f32_r1_cb1, float, 1, 1)
+SJS_WGRAD(sjs_wgrad_f64_r8_cb8, double, 8, 8)
+SJS_WGRAD(sjs_wgrad_f64_r8_cb1, double, 8, 1)
+SJS_WGRAD(sjs_wgrad_f64_r1_cb8, double, 1, 8)
+SJS_WGRAD(sjs_wgrad_f64_r1_cb1, double, 1, 1)
+"""
+
+#: Names of the ``extern "C"`` kernels in :data:`SOURCE`.
+KERNELS = tuple(
+    [f"sjs_gather_{t}_r{r}" for t in ("f32", "f64") for r in (8, 1)]
+    + [f"sjs_wgrad_{t}_r{r}_cb{cb}" for t in ("f32", "f64") for r in (8, 1) for cb in (8, 1)]
+)
+
+_GATHER_OUTPUTS_PER_WARP = 8  # OW in SOURCE
+_WGRAD_OUTPUTS_PER_WARP = 2  # OG in SOURCE
+_STRIDE = 9  # SJS_STRIDE in SOURCE
+_DEFAULT_SMEM = 48 * 1024  # dynamic shared memory available without opting in
+_MAX_WARPS = 8  # __launch_bounds__(256, ...) in SOURCE
+_MAX_PARTIALS = 1 << 22  # elements of input-sliced partial outputs (16 MiB in float32)
+
+
+class Launch(NamedTuple):
+    """One kernel launch: kernel name, grid, block, dynamic shared bytes, arguments.
+
+    ``args`` holds contiguous tensors (passed as device pointers) and numpy int32 scalars.
+    """
+
+    name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    args: tuple
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _round16(n: int) -> int:
+    return _ceil_div(n, 16) * 16
+
+
+def _type_tag(dtype: torch.dtype) -> str:
+    return "f64" if dtype == torch.float64 else "f32"
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 if any tensor is float64, else float32 (the kernels' two arithmetic types)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def rows_per_thread(rows: int) -> int:
+    """R, the consecutive time steps one thread computes: 8, or 1 for very short outputs."""
+    return 8 if rows > 8 else 1
+
+
+def padded_rows(rows: int) -> int:
+    """``rows`` rounded up to whole tiles of 4R time steps."""
+    tile = 4 * rows_per_thread(rows)
+    return _ceil_div(rows, tile) * tile
+
+
+def _i32(value: int) -> np.int32:
+    if not 0 <= value < 2**31:
+        raise ValueError(f"a size of {value} does not fit the kernels' int32 indices")
+    return np.int32(value)
+
+
+def gather_geometry(
+    U: int,
+    N: int,
+    O: int,
+    C: int,
+    D: int,
+    dtype: torch.dtype,
+    sms: int,
+    smem_limit: int,
+    warps: int | None = None,
+) -> dict:
+    """Grid, block and shared memory of ``sjs_gather`` for ``dst [O, U, N]`` over C inputs.
+
+    ``D`` is one more than the largest shift. Warps per block shrink (8 -> 4) while the
+    grid has fewer than four blocks per SM, and further while half of them still cover
+    all O outputs; ``warps`` overrides that choice. If the grid is still small, grid z
+    splits the inputs into ``slices`` whose partial sums are added afterwards.
+    """
+    r = rows_per_thread(U)
+    u_tiles, n_tiles = _ceil_div(U, 4 * r), _ceil_div(N, 8)
+    target = 4 * sms
+
+    def blocks(w: int) -> int:
+        return u_tiles * n_tiles * _ceil_div(O, _GATHER_OUTPUTS_PER_WARP * w)
+
+    if warps is None:
+        warps = _MAX_WARPS
+        while warps > 1 and (
+            _GATHER_OUTPUTS_PER_WARP * (warps // 2) >= O or (warps > 4 and blocks(warps) < target)
+        ):
+            warps //= 2
+    # At least 16 inputs per slice, and partial sums of at most _MAX_PARTIALS elements.
+    slices = min(
+        _ceil_div(target, blocks(warps)), max(1, C // 16), max(1, _MAX_PARTIALS // (O * U * N))
+    )
+    c_slice = _ceil_div(C, slices)
+    slices = _ceil_div(C, c_slice)
+    out_per_block = _GATHER_OUTPUTS_PER_WARP * warps
+    item = torch.empty((), dtype=dtype).element_size()
+    synapse_bytes = 16 if item == 4 else 32
+
+    def smem(cc: int) -> int:
+        return _round16(cc * (4 * r + D) * _STRIDE * item) + out_per_block * cc * synapse_bytes
+
+    if smem(1) > smem_limit:
+        raise ValueError(
+            f"max_delay={D - 1} needs {smem(1)} bytes of shared memory per block on the cupy "
+            f"backend, this GPU allows {smem_limit}; use a smaller max_delay or backend='torch'"
+        )
+    budget = _DEFAULT_SMEM if smem(1) <= _DEFAULT_SMEM else smem_limit
+    cc = 1
+    while cc < min(16, c_slice) and smem(cc + 1) <= budget:
+        cc += 1
+    return {
+        "name": f"sjs_gather_{_type_tag(dtype)}_r{r}",
+        "grid": (_ceil_div(O, out_per_block) * u_tiles * n_tiles, 1, slices),
+        "block": (32, warps, 1),
+        "shared_mem": smem(cc),
+        "channels_per_step": cc,
+        "c_slice": c_slice,
+        "src_rows": u_tiles * 4 * r + D,
+    }
+
+
+def wgrad_geometry(
+    U: int,
+    N: int,
+    O: int,
+    C: int,
+    D: int,
+    dtype: torch.dtype,
+    sms: int,
+    smem_limit: int,
+    warps: int | None = None,
+) -> dict:
+    """Grid, block and shared memory of ``sjs_wgrad`` for O x C synapses over U x N steps.
+
+    Grid z splits the (batch tile, time) stream into segments when the synapse tiles
+    alone give fewer than four blocks per SM; each slice writes its own partial sums.
+    """
+    r = rows_per_thread(U)
+    warps = _MAX_WARPS if warps is None else warps
+    out_per_block = _WGRAD_OUTPUTS_PER_WARP * warps
+    item = torch.empty((), dtype=dtype).element_size()
+
+    def smem(cb: int) -> int:
+        ring = _round16(cb * (4 * r + D + r) * _STRIDE * item)
+        return ring + out_per_block * cb * 4
+
+    cb = 8 if smem(8) <= smem_limit else 1
+    if smem(cb) > smem_limit:
+        raise ValueError(
+            f"max_delay={D - 1} needs {smem(cb)} bytes of shared memory per block on the cupy "
+            f"backend, this GPU allows {smem_limit}; use a smaller max_delay or backend='torch'"
+        )
+    u_tiles, n_tiles = _ceil_div(U, 4 * r), _ceil_div(N, 8)
+    tiles = _ceil_div(C, cb) * _ceil_div(O, out_per_block)
+    slices = min(n_tiles * u_tiles, max(1, _ceil_div(4 * sms, tiles)))
+    segs_per_n = _ceil_div(slices, n_tiles)
+    seg_tiles = _ceil_div(u_tiles, segs_per_n)
+    slices = min(slices, n_tiles * _ceil_div(u_tiles, seg_tiles))
+    return {
+        "name": f"sjs_wgrad_{_type_tag(dtype)}_r{r}_cb{cb}",
+        "grid": (_ceil_div(O, out_per_block), _ceil_div(C, cb), slices),
+        "block": (32, warps, 1),
+        "shared_mem": smem(cb),
+        "seg_tiles": seg_tiles,
+        "src_rows": u_tiles * 4 * r + D,
+    }
+
+
+def time_rows(seq: torch.Tensor, first: int, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[T, N, C]`` -> ``[C, rows, N]`` with row r = ``seq[first + r]`` (zero outside)."""
+    t, n, c = seq.shape
+    out = seq.new_zeros((c, rows, n), dtype=dtype)
+    lo, hi = max(0, -first), min(rows, t - first)
+    if hi > lo:
+        out[:, lo:hi].copy_(seq[first + lo : first + hi].permute(2, 0, 1))
+    return out
+
+
+def forward_shifts(taps: torch.Tensor, num_taps: int) -> torch.Tensor:
+    """Row shift ``max_delay - k`` of each synapse in the input rows, int32 ``[out, in]``.
+
+    Taps are clamped into ``[0, max_delay]`` so that no kernel reads outside its window.
+    """
+    last = num_taps - 2
+    return (last - taps.clamp(0, last)).to(torch.int32).contiguous()
+
+
+def coefficients(
+    weight: torch.Tensor, frac: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w f, w (1 - f))``: the factors of ``x[t - k - 1]`` and ``x[t - k]``."""
+    w, f = weight.detach().to(dtype), frac.detach().to(dtype)
+    return (w * f).contiguous(), (w * (1 - f)).contiguous()
+
+
+def gather_launch(
+    src: torch.Tensor,
+    coef_a: torch.Tensor,
+    coef_b: torch.Tensor,
+    shift: torch.Tensor,
+    dst: torch.Tensor,
+    geometry: dict,
+    D: int,
+) -> Launch:
+    """The ``sjs_gather`` launch computing ``dst [slices, O, U, N]`` from ``src [C, rows, N]``.
+
+    The output is ``dst.sum(0)``: slice z holds the sum over its ``c_slice`` inputs.
+    """
+    c, src_rows, n = src.shape
+    slices, o, u, _ = dst.shape
+    if src_rows < geometry["src_rows"] or slices != geometry["grid"][2]:
+        raise ValueError("gather buffers do not match the launch geometry")
+    args = (
+        src,
+        coef_a,
+        coef_b,
+        shift,
+        dst,
+        _i32(c),
+        _i32(o),
+        _i32(n),
+        _i32(u),
+        _i32(src_rows),
+        _i32(D),
+        _i32(geometry["channels_per_step"]),
+        _i32(geometry["c_slice"]),
+    )
+    return Launch(
+        geometry["name"], geometry["grid"], geometry["block"], geometry["shared_mem"], args
+    )
+
+
+def wgrad_launch(
+    g: torch.Tensor,
+    g_row0: int,
+    U: int,
+    src: torch.Tensor,
+    shift: torch.Tensor,
+    part: torch.Tensor,
+    geometry: dict,
+    D: int,
+) -> Launch:
+    """The ``sjs_wgrad`` launch over ``g [O, rows, N]`` (rows ``g_row0 ..``) and ``src``."""
+    o, g_rows, n = g.shape
+    c, src_rows, _ = src.shape
+    if src_rows < geometry["src_rows"] or g_row0 + U > g_rows:
+        raise ValueError("wgrad buffers are shorter than the rows the kernel reads")
+    args = (
+        g,
+        _i32(g_rows),
+        _i32(g_row0),
+        src,
+        _i32(src_rows),
+        shift,
+        part,
+        _i32(c),
+        _i32(o),
+        _i32(n),
+        _i32(U),
+        _i32(D),
+        _i32(geometry["seg_tiles"]),
+    )
+    return Launch(
+        geometry["name"], geometry["grid"], geometry["block"], geometry["shared_mem"], args
+    )
+
+
+def _slice_sum(parts: torch.Tensor) -> torch.Tensor:
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
+
+
+def forward_output(x, weight, taps, frac, num_taps: int, t_out: int, runner) -> torch.Tensor:
+    """``y [t_out, N, out]`` of :func:`delayed_matmul`, computed by ``runner``'s kernels."""
+    t_in, n, c = x.shape
+    o = weight.shape[0]
+    dtype = compute_dtype(x, weight, frac)
+    if t_out == 0 or n == 0:
+        return x.new_zeros((t_out, n, o))
+    d = num_taps - 1
+    geo = gather_geometry(t_out, n, o, c, d, dtype, runner.sms, runner.smem_limit, runner.warps)
+    src = time_rows(x, t_in - t_out - d, geo["src_rows"], dtype)
+    coef_a, coef_b = coefficients(weight, frac, dtype)
+    dst = torch.empty((geo["grid"][2], o, t_out, n), dtype=dtype, device=x.device)
+    runner(gather_launch(src, coef_a, coef_b, forward_shifts(taps, num_taps), dst, geo, d))
+    return _slice_sum(dst).permute(1, 2, 0).to(x.dtype)
+
+
+def _grad_rows(grad_y: torch.Tensor, num_taps: int, rows: int, dtype) -> torch.Tensor:
+    """Output gradient as rows ``[out, rows, N]``, row ``q`` = ``grad_y[q - max_delay - 1]``."""
+    return time_rows(grad_y, -(num_taps - 1), rows, dtype)
+
+
+def input_grad(
+    grad_y, weight, taps, frac, num_taps: int, t_in: int, runner, grad_rows=None
+) -> torch.Tensor:
+    """Input gradient ``[t_in, N, in]``: the transposed gather of ``grad_y [t_out, N, out]``.
+
+    ``grad_rows`` may hold the output gradient already laid out by :func:`_grad_rows`.
+    """
+    t_out, n, o = grad_y.shape
+    c = weight.shape[1]
+    d = num_taps - 1
+    dtype = compute_dtype(grad_y, weight, frac)
+    rows = t_out + d  # input rows of the window, times t_in - t_out - d .. t_in - 1
+    geo = gather_geometry(rows, n, c, o, d, dtype, runner.sms, runner.smem_limit, runner.warps)
+    if grad_rows is None or grad_rows.shape[1] < geo["src_rows"] or grad_rows.dtype != dtype:
+        grad_rows = _grad_rows(grad_y, num_taps, geo["src_rows"], dtype)
+    coef_a, coef_b = coefficients(weight, frac, dtype)
+    # gx[p] = sum_j w (1-f) g[p + k] + w f g[p + k + 1] in rows shifted by max_delay + 1.
+    shift = taps.clamp(0, d - 1).t().to(torch.int32).contiguous()
+    dst = torch.empty((geo["grid"][2], c, rows, n), dtype=dtype, device=grad_y.device)
+    launch = gather_launch(
+        grad_rows, coef_b.t().contiguous(), coef_a.t().contiguous(), shift, dst, geo, d
+    )
+    runner(launch)
+    grad_x = grad_y.new_zeros((t_in, n, c), dtype=dtype)
+    first = t_in - rows
+    grad_x[max(first, 0) :] = _slice_sum(dst)[:, max(-first, 0) :].permute(1, 2, 0)
+    return grad_x
+
+
+def _weight_frac_sums(x, grad_y, taps, num_taps, t_out, runner, dtype, grad_rows=None):
+    """``(sum g x[t-k-1], sum g x[t-k])`` per synapse, ``[out, in]`` each."""
+    t_in, n, c = x.shape
+    o = grad_y.shape[2]
+    d = num_taps - 1
+    geo = wgrad_geometry(t_out, n, o, c, d, dtype, runner.sms, runner.smem_limit, runner.warps)
+    src = time_rows(x, t_in - t_out - d, geo["src_rows"], dtype)
+    if grad_rows is None or grad_rows.dtype != dtype:
+        g, g_row0 = time_rows(grad_y, 0, t_out, dtype), 0
+    else:
+        g, g_row0 = grad_rows, d
+    part = torch.empty((geo["grid"][2], 2, o, c), dtype=dtype, device=x.device)
+    runner(wgrad_launch(g, g_row0, t_out, src, forward_shifts(taps, num_taps), part, geo, d))
+    sums = _slice_sum(part)
+    return sums[0], sums[1]
+
+
+def weight_frac_grads(
+    x: torch.Tensor,
+    grad_y: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    num_taps: int,
+    t_out: int,
+    runner=None,
+    grad_rows=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dweight, dL/dfrac)`` ``[out, in]`` for :func:`delayed_matmul` given ``grad_y``.
+
+    ``x`` ``[T_in, N, in]`` and ``grad_y`` ``[t_out, N, out]`` on one CUDA device (or any
+    device with an explicit ``runner``).
+    """
+    runner = _runner(x.device) if runner is None else runner
+    dtype = compute_dtype(x, grad_y, weight, frac)
+    if t_out == 0 or x.shape[1] == 0:
+        return torch.zeros_like(weight), torch.zeros_like(frac)
+    s_early, s_late = _weight_frac_sums(x, grad_y, taps, num_taps, t_out, runner, dtype, grad_rows)
+    w, f = weight.detach().to(dtype), frac.detach().to(dtype)
+    grad_w = f * s_early + (1 - f) * s_late
+    grad_f = w * (s_early - s_late)
+    return grad_w.to(weight.dtype), grad_f.to(frac.dtype)
+
+
+class DelayedMatmul(torch.autograd.Function):
+    """Autograd contract of :func:`delayed_matmul` with exact input, weight and frac grads."""
+
+    @staticmethod
+    def forward(ctx, x, weight, frac, taps, num_taps, t_out, runner):
+        ctx.save_for_backward(x, weight, frac, taps)
+        ctx.num_taps, ctx.t_out, ctx.runner = num_taps, t_out, runner
+        return forward_output(x, weight, taps, frac, num_taps, t_out, runner)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, frac, taps = ctx.saved_tensors
+        need_x, need_w, need_f = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_f = None
+        t_out, n = grad_y.shape[0], grad_y.shape[1]
+        if t_out == 0 or n == 0:
+            zeros = (torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(frac))
+            return (
+                *(z if need else None for z, need in zip(zeros, (need_x, need_w, need_f))),
+                None,
+                None,
+                None,
+                None,
+            )
+        grad_rows = None
+        if need_x:
+            dtype = compute_dtype(grad_y, weight, frac)
+            rows = padded_rows(t_out + ctx.num_taps - 1) + ctx.num_taps - 1
+            grad_rows = _grad_rows(grad_y, ctx.num_taps, rows, dtype)
+            grad_x = input_grad(
+                grad_y, weight, taps, frac, ctx.num_taps, x.shape[0], ctx.runner, grad_rows
+            ).to(x.dtype)
+        if need_w or need_f:
+            grad_w, grad_f = weight_frac_grads(
+                x, grad_y, weight, taps, frac, ctx.num_taps, t_out, ctx.runner, grad_rows
+            )
+        return (
+            grad_x,
+            grad_w if need_w else None,
+            grad_f if need_f else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+@contextlib.contextmanager
+def device_guard(index: int):
+    """Make ``index`` the current device of torch and CuPy, and torch's current stream
+    CuPy's, so that kernels run in order with the surrounding torch work."""
+    import cupy
+
+    stream_ptr = torch.cuda.current_stream(index).cuda_stream
+    with torch.cuda.device(index), cupy.cuda.Device(index):
+        try:
+            stream = cupy.cuda.ExternalStream(stream_ptr, index)
+        except TypeError:  # CuPy versions whose ExternalStream takes no device id
+            stream = cupy.cuda.ExternalStream(stream_ptr)
+        with stream:
+            yield
+
+
+_MODULES: dict[str, object] = {}  # CuPy RawModule per source; CuPy compiles it per device
+_FUNCTIONS: dict[tuple[int, str, str], object] = {}
+
+
+def _function(index: int, code: str, name: str):
+    """Kernel ``name`` of ``code`` on device ``index``, compiled once (call inside the guard)."""
+    import cupy
+
+    key = (index, code, name)
+    fn = _FUNCTIONS.get(key)
+    if fn is None:
+        module = _MODULES.get(code)
+        if module is None:
+            module = _MODULES[code] = cupy.RawModule(code=code, options=("--std=c++17",))
+        fn = _FUNCTIONS[key] = module.get_function(name)
+    return fn
+
+
+def _pointer(tensor: torch.Tensor, index: int) -> int:
+    if tensor.device.type != "cuda" or tensor.device.index != index:
+        raise ValueError(f"kernel argument on {tensor.device}, expected cuda:{index}")
+    if not tensor.is_contiguous():
+        raise ValueError("kernel arguments must be contiguous tensors")
+    return tensor.data_ptr()
+
+
+def kernel_source() -> str:
+    """Every kernel of the backend: the delayed matmul's and the fused LIF recurrence's."""
+    from . import cuda_lif
+
+    return SOURCE + cuda_lif.SOURCE
+
+
+class CupyRunner:
+    """Launches :class:`Launch` records of :func:`kernel_source` on one CUDA device.
+
+    A runner has ``sms`` (multiprocessor count), ``smem_limit`` (opt-in shared memory per
+    block) and ``warps`` (None: chosen per launch), which the geometry functions read.
+    """
+
+    warps = None
+
+    def __init__(self, index: int):
+        import cupy
+
+        self.index = index
+        self.sms = torch.cuda.get_device_properties(index).multi_processor_count
+        attrs = cupy.cuda.Device(index).attributes
+        self.smem_limit = int(attrs.get("MaxSharedMemoryPerBlockOptin", _DEFAULT_SMEM))
+        self._smem_set: dict[str, int] = {}
+
+    def __call__(self, launch: Launch) -> None:
+        args = tuple(
+            _pointer(a, self.index) if isinstance(a, torch.Tensor) else a for a in launch.args
+        )
+        with device_guard(self.index):
+            fn = _function(self.index, kernel_source(), launch.name)
+            if launch.shared_mem > max(_DEFAULT_SMEM, self._smem_set.get(launch.name, 0)):
+                fn.max_dynamic_shared_size_bytes = launch.shared_mem
+                self._smem_set[launch.name] = launch.shared_mem
+            fn(launch.grid, launch.block, args, shared_mem=launch.shared_mem)
+
+
+_RUNNERS: dict[int, CupyRunner] = {}
+
+
+def _runner(device: torch.device) -> CupyRunner:
+    if device.type != "cuda":
+        raise ValueError(f"backend='cupy' needs CUDA tensors, got tensors on {device}")
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in _RUNNERS:
+        _RUNNERS[index] = CupyRunner(index)
+    return _RUNNERS[index]
+
+
+def delayed_matmul(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    num_taps: int,
+    t_out: int,
+) -> torch.Tensor:
+    """``y[t] = sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])`` for the last ``t_out`` steps.
+
+    ``x``: ``[T_in, N, in]`` CUDA tensor (zero before its first step) -> ``[t_out, N, out]``;
+    ``taps`` int64 ``[out, in]`` in ``[0, num_taps - 2]``; same result and gradients as
+    :func:`sj_spatial.backends.dense.delayed_matmul`.
+    """
+    if x.ndim != 3 or weight.ndim != 2 or x.shape[2] != weight.shape[1]:
+        raise ValueError(
+            f"x must be [T_in, N, in] and weight [out, in], got {tuple(x.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    if not 0 <= t_out <= x.shape[0]:
+        raise ValueError(f"t_out must be in [0, {x.shape[0]}], got {t_out}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    return DelayedMatmul.apply(x, weight, frac, taps, num_taps, t_out, _runner(x.device))
