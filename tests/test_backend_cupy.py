@@ -178,22 +178,6 @@ def test_no_dense_delay_kernel_is_allocated():
     assert extra < 0.4 * dense_kernel_bytes, (extra, dense_kernel_bytes)
 
 
-def test_generic_launch_helper_compiles_scalar_t_kernels():
-    from sj_spatial.backends import cuda
-
-    source = r"""
-    extern "C" __global__ void axpy(const scalar_t* x, scalar_t* y, scalar_t a, int n) {
-        int i = blockIdx.x * blockDim.x + threadIdx.x;
-        if (i < n) y[i] += a * x[i];
-    }
-    """
-    for dtype in (torch.float32, torch.float64):
-        x = torch.arange(100, device="cuda", dtype=dtype)
-        y = torch.ones(100, device="cuda", dtype=dtype)
-        cuda.launch(source, "axpy", dtype, (4,), (32,), [x, y, ("scalar", 2.0), ("int", 100)])
-        assert torch.equal(y, 1 + 2 * x)
-
-
 def _bench(fn, *args, repeat=20):
     for _ in range(3):
         fn(*args)
