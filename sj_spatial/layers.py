@@ -78,6 +78,21 @@ class _SpatialModule(base.MemoryModule):
         backends.require(value)
         self._backend = value
 
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the synapses use: ``weight * weight_mask``, or ``weight`` when unpruned.
+
+        ``weight_mask`` (bool, shape of ``weight``) is a buffer that pruning creates
+        (:func:`sj_spatial.prune_by_distance`, :func:`sj_spatial.prune_by_magnitude`).
+        """
+        mask = self.weight_mask
+        return self.weight if mask is None else self.weight * mask
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A pruned layer's state_dict holds a mask that a fresh layer does not have yet.
+        if self.weight_mask is None and prefix + "weight_mask" in state_dict:
+            self.weight_mask = torch.ones_like(self.weight, dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _options_repr(self) -> str:
         return (
             f"step_mode={self.step_mode}, backend={self.backend}, max_delay={self.max_delay}, "
@@ -119,6 +134,7 @@ class SpatialDelayLinear(_SpatialModule):
         self.post_positions = _population("post_positions", post_positions, out_features, dim)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.register_buffer("weight_mask", None)
         self.register_memory("input_history", None)
         self.reset_parameters()
 
@@ -141,7 +157,7 @@ class SpatialDelayLinear(_SpatialModule):
             x = torch.cat((self.input_history, x))
         self.input_history = x[-num_taps(self.max_delay) :]
         return delayed_linear(
-            x, self.weight, self.bias, self.delays(), self.max_delay,
+            x, self.effective_weight(), self.bias, self.delays(), self.max_delay,
             delay_mode=self.delay_mode, backend=self.backend, t_out=t_out,
         )
 
@@ -200,6 +216,7 @@ class SpatialRecurrentContainer(_SpatialModule):
         self.positions = _population("positions", positions, num_features, dim)
         self.weight = nn.Parameter(torch.empty(num_features, num_features))
         self.bias = nn.Parameter(torch.empty(num_features)) if bias else None
+        self.register_buffer("weight_mask", None)
         self.register_memory("output_history", None)
         self.reset_parameters()
 
@@ -216,7 +233,7 @@ class SpatialRecurrentContainer(_SpatialModule):
         if self.output_history is None:
             self.positions.check_finite()
         s, self.output_history = delayed_recurrence(
-            x, self.sub_module, self.weight, self.bias, self.delays(), self.max_delay,
+            x, self.sub_module, self.effective_weight(), self.bias, self.delays(), self.max_delay,
             delay_mode=self.delay_mode, backend=self.backend, history=self.output_history,
         )
         return s
