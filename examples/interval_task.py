@@ -42,7 +42,10 @@ class IntervalNet(nn.Module):
         super().__init__()
         hidden_positions = NeuronPositions(hidden, scale=0.1)
         self.fc1 = SpatialDelayLinear(
-            2 * channels, hidden, step_mode="m", max_delay=max_delay,
+            2 * channels,
+            hidden,
+            step_mode="m",
+            max_delay=max_delay,
             pre_positions=NeuronPositions(2 * channels, scale=0.1),
             post_positions=hidden_positions,
         )
@@ -85,7 +88,9 @@ def main() -> None:
         start = time.perf_counter()
         accuracy = train(learn, args.steps, args.seed)
         label = "learned" if learn else "frozen "
-        print(f"{label} positions: test accuracy {accuracy:.3f} ({time.perf_counter() - start:.1f} s)")
+        print(
+            f"{label} positions: test accuracy {accuracy:.3f} ({time.perf_counter() - start:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

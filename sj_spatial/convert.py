@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 from spikingjelly.activation_based import functional, layer
@@ -68,8 +69,13 @@ def spatialize(
     if skip_last:
         last = [name for name, m in targets if isinstance(m, nn.Linear)]
         last = last[-1] if last else None
-    options = dict(dim=dim, max_delay=max_delay, delay_scale=delay_scale,
-                   delay_mode=delay_mode, backend=backend)
+    options = dict(
+        dim=dim,
+        max_delay=max_delay,
+        delay_scale=delay_scale,
+        delay_mode=delay_mode,
+        backend=backend,
+    )
     population: NeuronPositions | None = None  # positions of the last converted outputs
     for name, module in targets:
         if skip_fn(name, module) or (skip_last and name == last):
@@ -77,15 +83,13 @@ def spatialize(
             continue
         _check_time_axis(model, name)
         weight = module.weight if isinstance(module, nn.Linear) else module.rc.weight
-
-        def shared(size: int) -> NeuronPositions:
-            if share_positions and population is not None and population.num_neurons == size:
-                return population
-            return NeuronPositions(size, dim, scale=position_scale).to(weight)
-
+        reuse = population if share_positions else None
+        shared = partial(_positions_for, reuse, dim=dim, scale=position_scale, like=weight)
         if isinstance(module, nn.Linear):
             new = SpatialDelayLinear(
-                module.in_features, module.out_features, module.bias is not None,
+                module.in_features,
+                module.out_features,
+                module.bias is not None,
                 getattr(module, "step_mode", step_mode),
                 pre_positions=shared(module.in_features),
                 post_positions=NeuronPositions(module.out_features, dim, scale=position_scale),
@@ -125,6 +129,15 @@ def _convert_recurrent(name, module, shared, options) -> nn.Sequential:
             mix.bias.copy_(module.rc.bias)
         recurrent.weight.copy_(w[:, n:])
     return nn.Sequential(mix, recurrent)
+
+
+def _positions_for(
+    population: NeuronPositions | None, size: int, *, dim: int, scale: float, like: torch.Tensor
+) -> NeuronPositions:
+    """``population`` when it has ``size`` neurons, else new positions (on ``like``'s device)."""
+    if population is not None and population.num_neurons == size:
+        return population
+    return NeuronPositions(size, dim, scale=scale).to(like)
 
 
 def _name_set(names: Iterable[str]) -> Callable[[str, nn.Module], bool]:

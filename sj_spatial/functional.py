@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,8 +27,12 @@ class _Synapses:
     def __call__(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
         t_in, batch = x.shape[0], x.shape[1:-1]
         y = self.impl.delayed_matmul(
-            x.reshape(t_in, -1, x.shape[-1]), self.weight, self.taps, self.frac,
-            self.num_taps, t_out,
+            x.reshape(t_in, -1, x.shape[-1]),
+            self.weight,
+            self.taps,
+            self.frac,
+            self.num_taps,
+            t_out,
         )
         if self.bias is not None:
             y = y + self.bias
@@ -101,8 +105,13 @@ def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
         return None
     t_in, batch = x.shape[0], x.shape[1:-1]
     s, v_last = cuda_lif.lif_recurrence(
-        x.reshape(t_in, -1, n), synapses.weight, synapses.bias, synapses.taps, synapses.frac,
-        params, synapses.num_taps,
+        x.reshape(t_in, -1, n),
+        synapses.weight,
+        synapses.bias,
+        synapses.taps,
+        synapses.frac,
+        params,
+        synapses.num_taps,
     )
     step.v = v_last.reshape(*batch, n)  # the neuron continues from the last step
     return s.reshape(t_in, *batch, n)

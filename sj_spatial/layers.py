@@ -145,8 +145,10 @@ class SpatialDelayLinear(_SpatialModule):
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps."""
         return delays_from_positions(
-            self.post_positions.positions, self.pre_positions.positions,
-            self.delay_scale, self.max_delay,
+            self.post_positions.positions,
+            self.pre_positions.positions,
+            self.delay_scale,
+            self.max_delay,
         )
 
     def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
@@ -157,8 +159,14 @@ class SpatialDelayLinear(_SpatialModule):
             x = torch.cat((self.input_history, x))
         self.input_history = x[-num_taps(self.max_delay) :]
         return delayed_linear(
-            x, self.effective_weight(), self.bias, self.delays(), self.max_delay,
-            delay_mode=self.delay_mode, backend=self.backend, t_out=t_out,
+            x,
+            self.effective_weight(),
+            self.bias,
+            self.delays(),
+            self.max_delay,
+            delay_mode=self.delay_mode,
+            backend=self.backend,
+            t_out=t_out,
         )
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,8 +241,15 @@ class SpatialRecurrentContainer(_SpatialModule):
         if self.output_history is None:
             self.positions.check_finite()
         s, self.output_history = delayed_recurrence(
-            x, self.sub_module, self.effective_weight(), self.bias, self.delays(), self.max_delay,
-            delay_mode=self.delay_mode, backend=self.backend, history=self.output_history,
+            x,
+            self.sub_module,
+            self.effective_weight(),
+            self.bias,
+            self.delays(),
+            self.max_delay,
+            delay_mode=self.delay_mode,
+            backend=self.backend,
+            history=self.output_history,
         )
         return s
 

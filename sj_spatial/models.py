@@ -80,8 +80,14 @@ def recurrent_shd_model(
     """
     check_float("dt", dt, minimum=0.0, strict=True)
     check_int("hidden", hidden, minimum=1)
+    tau_steps = check_float("tau_mem", tau_mem, minimum=0.0, strict=True) / dt
+    if tau_steps <= 1:
+        raise ValueError(
+            f"tau_mem / dt must be > 1 time step (LIFNode's tau), got {tau_mem} / {dt} = "
+            f"{tau_steps:.3g}; use a smaller dt"
+        )
     lif = neuron.LIFNode(
-        tau=check_float("tau_mem", tau_mem, minimum=0.0, strict=True) / dt,
+        tau=tau_steps,
         decay_input=False,
         surrogate_function=surrogate.ATan(),
         detach_reset=True,
@@ -91,8 +97,14 @@ def recurrent_shd_model(
     return nn.Sequential(
         layer.Linear(in_features, hidden, step_mode="m"),
         SpatialRecurrentContainer(
-            cell, hidden, bias=False, step_mode="m", dim=dim, max_delay=max_delay,
-            delay_scale=delay_scale, backend=backend,
+            cell,
+            hidden,
+            bias=False,
+            step_mode="m",
+            dim=dim,
+            max_delay=max_delay,
+            delay_scale=delay_scale,
+            backend=backend,
         ),
         layer.Linear(hidden, classes, step_mode="m"),
         LeakyIntegrator(tau_out / dt, step_mode="m"),

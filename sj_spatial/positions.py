@@ -49,4 +49,7 @@ class NeuronPositions(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return f"num_neurons={self.num_neurons}, dim={self.dim}, init={self.init!r}, scale={self.scale}"
+        return (
+            f"num_neurons={self.num_neurons}, dim={self.dim}, init={self.init!r}, "
+            f"scale={self.scale}"
+        )

@@ -19,9 +19,9 @@ import torch
 
 from sj_spatial.backends import cuda, cuda_lif, dense
 
-ALL_KERNELS = set(cuda.KERNELS) | set(cuda_lif.KERNELS)
-
 from cuda_emu import EmuRunner, compile_kernels, compiler
+
+ALL_KERNELS = set(cuda.KERNELS) | set(cuda_lif.KERNELS)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def check(runner, x, weight, k, f, num_taps, t_out, dtype=torch.float32, tol=1e-
     grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y.backward(grad.to(dtype))
     ref.backward(grad)
-    for mine, theirs, name in zip((xs[0], ws[0], fs[0]), (xs[1], ws[1], fs[1]), "xwf"):
+    for mine, theirs, name in zip((xs[0], ws[0], fs[0]), (xs[1], ws[1], fs[1]), "xwf", strict=True):
         assert mine is not theirs and mine.grad.dtype == dtype, name
         assert rel_err(mine.grad, theirs.grad) <= tol, name
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from cuda_emu import EmuRunner, compile_kernels, compiler
 from sj_spatial import SpatialRecurrentContainer
 from sj_spatial.backends import cuda, cuda_lif
 from sj_spatial.delays import delay_taps
 from sj_spatial.functional import num_taps
+
+from cuda_emu import EmuRunner, compile_kernels, compiler
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,10 @@ def test_fused_lif_equals_generic_loop(emu, variant, delay_mode):
     torch.manual_seed(0)
     n, T, N, max_delay = 37, 14, 3, 4
     rec = SpatialRecurrentContainer(
-        neuron.LIFNode(**LIF_VARIANTS[variant]), n, step_mode="m", max_delay=max_delay,
+        neuron.LIFNode(**LIF_VARIANTS[variant]),
+        n,
+        step_mode="m",
+        max_delay=max_delay,
         delay_mode=delay_mode,
     ).double()
     with torch.no_grad():
@@ -94,8 +98,8 @@ def test_gradient_through_the_last_membrane_potential(emu):
     v_last.sum().backward()
 
     # The same through the generic loop of the functional API.
-    from sj_spatial.functional import _Synapses  # noqa: F401  (documented internal)
     from sj_spatial.backends import dense
+    from sj_spatial.functional import _Synapses  # noqa: F401  (documented internal)
 
     x_ref = x.detach().clone().requires_grad_()
     ref = neuron.LIFNode(tau=2.0)
@@ -111,8 +115,14 @@ def test_gradient_through_the_last_membrane_potential(emu):
 def test_unsupported_neurons_fall_back():
     assert cuda_lif.lif_params(neuron.IFNode()) is None
     assert cuda_lif.lif_params(neuron.LIFNode(step_mode="m")) is None
-    assert cuda_lif.lif_params(neuron.LIFNode(surrogate_function=surrogate.PiecewiseQuadratic())) is None
-    assert cuda_lif.lif_params(neuron.LIFNode(surrogate_function=surrogate.ATan(spiking=False))) is None
+    assert (
+        cuda_lif.lif_params(neuron.LIFNode(surrogate_function=surrogate.PiecewiseQuadratic()))
+        is None
+    )
+    assert (
+        cuda_lif.lif_params(neuron.LIFNode(surrogate_function=surrogate.ATan(spiking=False)))
+        is None
+    )
     lif = neuron.LIFNode()
     lif(torch.rand(2, 3))  # v is now a tensor: a sequence in progress
     assert cuda_lif.lif_params(lif) is None

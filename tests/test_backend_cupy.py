@@ -123,7 +123,7 @@ def test_delayed_matmul_tail_and_noncontiguous_input():
     grad = torch.randn(y.shape, device="cuda", generator=g)
     y.backward(grad)
     y_ref.backward(grad)
-    for mine, theirs in zip(args, refs):
+    for mine, theirs in zip(args, refs, strict=True):
         assert rel_err(mine.grad, theirs.grad) <= 1e-5
     gw, gf = cuda.weight_frac_grads(x, grad, weight, taps, frac, 8, 23)
     assert rel_err(gw, refs[1].grad) <= 1e-5 and rel_err(gf, refs[2].grad) <= 1e-5
@@ -142,7 +142,7 @@ def test_recurrent_container_matches_torch():
         y = layer(xi)
         y.square().sum().backward()
         outs.append((y, xi.grad, layer.weight.grad, layer.positions.positions.grad))
-    for mine, theirs in zip(outs[1], outs[0]):
+    for mine, theirs in zip(outs[1], outs[0], strict=True):
         assert rel_err(mine, theirs) <= 1e-5
 
 

@@ -22,7 +22,10 @@ LIF_VARIANTS = [
 def pair(lif_kwargs, n, dtype, max_delay=6, delay_mode="interpolate"):
     torch.manual_seed(0)
     generic = SpatialRecurrentContainer(
-        neuron.LIFNode(**lif_kwargs), n, step_mode="m", max_delay=max_delay,
+        neuron.LIFNode(**lif_kwargs),
+        n,
+        step_mode="m",
+        max_delay=max_delay,
         delay_mode=delay_mode,
     ).to("cuda", dtype)
     with torch.no_grad():

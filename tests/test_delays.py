@@ -1,11 +1,15 @@
 import torch
 
-from reference import spec_delays
 from sj_spatial.delays import EPS, delay_taps, delays_from_positions, distances
+
+from reference import spec_delays
 
 
 def test_delays_follow_the_spec_formula_with_clamp():
-    post, pre = torch.randn(5, 3, dtype=torch.float64) * 3, torch.randn(7, 3, dtype=torch.float64) * 3
+    post, pre = (
+        torch.randn(5, 3, dtype=torch.float64) * 3,
+        torch.randn(7, 3, dtype=torch.float64) * 3,
+    )
     got = delays_from_positions(post, pre, delay_scale=2.5, max_delay=6)
     want = spec_delays(post, pre, 2.5, 6)
     assert torch.allclose(got, want, atol=1e-12)

@@ -4,10 +4,11 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional, layer
 
-from reference import spec_delays, spec_linear
 from sj_spatial import NeuronPositions, SpatialDelayLinear
 from sj_spatial.delays import delays_from_positions
 from sj_spatial.functional import delayed_linear
+
+from reference import spec_delays, spec_linear
 
 D64 = torch.float64
 
@@ -94,7 +95,7 @@ def test_single_steps_equal_one_multi_step_call_with_gradients():
     g = torch.randn_like(y_m)
     (y_m * g).sum().backward()
     (y_s * g).sum().backward()
-    for (name, p_m), p_s in zip(multi.named_parameters(), single.parameters()):
+    for (name, p_m), p_s in zip(multi.named_parameters(), single.parameters(), strict=True):
         assert torch.allclose(p_m.grad, p_s.grad, atol=1e-10), name
 
 
@@ -108,7 +109,9 @@ def test_consecutive_multi_step_calls_continue_the_sequence_until_reset():
     assert torch.allclose(whole, parts, atol=1e-12)
     functional.reset_net(layer_)
     assert layer_.input_history is None
-    fresh = spec_linear(x[4:], layer_.weight.detach(), layer_.bias.detach(), layer_.delays().detach())
+    fresh = spec_linear(
+        x[4:], layer_.weight.detach(), layer_.bias.detach(), layer_.delays().detach()
+    )
     assert torch.allclose(layer_(x[4:]), fresh, atol=1e-12)
 
 

@@ -43,3 +43,5 @@ def test_bad_time_constants_are_rejected():
         recurrent_shd_model(dt=0)
     with pytest.raises(ValueError, match="tau"):
         LeakyIntegrator(tau=-1.0)
+    with pytest.raises(ValueError, match=r"tau_mem / dt must be > 1 .* 0.4"):
+        recurrent_shd_model(dt=0.05)

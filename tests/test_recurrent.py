@@ -5,10 +5,11 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
-from reference import spec_recurrence
 from sj_spatial import NeuronPositions, SpatialRecurrentContainer
 from sj_spatial.delays import delays_from_positions
 from sj_spatial.functional import delayed_recurrence
+
+from reference import spec_recurrence
 
 D64 = torch.float64
 
@@ -29,7 +30,9 @@ def test_multi_step_equals_slow_spec_reference(delay_mode):
     got = rec(x)
     delays = rec.delays().detach()
     assert (delays == 4).any() and ((delays % 1) > 0.05).any()
-    want = spec_recurrence(x, torch.tanh, rec.weight.detach(), rec.bias.detach(), delays, delay_mode)
+    want = spec_recurrence(
+        x, torch.tanh, rec.weight.detach(), rec.bias.detach(), delays, delay_mode
+    )
     assert torch.allclose(got, want, atol=1e-12)
 
 
@@ -42,7 +45,9 @@ def test_lif_population_equals_spec_reference():
     got = rec(x)
     assert 0 < got.mean() < 1, "the population should spike sometimes"
     ref_lif = neuron.LIFNode(tau=2.0)
-    want = spec_recurrence(x, ref_lif, rec.weight.detach(), rec.bias.detach(), rec.delays().detach())
+    want = spec_recurrence(
+        x, ref_lif, rec.weight.detach(), rec.bias.detach(), rec.delays().detach()
+    )
     assert torch.equal(got, want)
 
 
@@ -72,7 +77,7 @@ def test_single_steps_equal_one_multi_step_call_and_reset_net_clears():
     g = torch.randn_like(y_m)
     (y_m * g).sum().backward()
     (y_s * g).sum().backward()
-    for (name, p_m), p_s in zip(multi.named_parameters(), single.parameters()):
+    for (name, p_m), p_s in zip(multi.named_parameters(), single.parameters(), strict=True):
         assert torch.allclose(p_m.grad, p_s.grad, atol=1e-10), name
     assert single.output_history is not None
     functional.reset_net(single)

@@ -27,5 +27,5 @@ def test_linear_and_recurrent_on_cuda_equal_cpu(step_mode):
         y.square().sum().backward()
         outs.append((y.cpu(), [p.grad.cpu() for p in model.parameters()]))
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-10)
-    for a, b in zip(outs[0][1], outs[1][1]):
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
         assert torch.allclose(a, b, atol=1e-9)

@@ -394,7 +394,7 @@ def _i32(value: int) -> np.int32:
 def gather_geometry(
     U: int,
     N: int,
-    O: int,
+    O: int,  # noqa: E741 (the kernel's name for the output count)
     C: int,
     D: int,
     dtype: torch.dtype,
@@ -458,7 +458,7 @@ def gather_geometry(
 def wgrad_geometry(
     U: int,
     N: int,
-    O: int,
+    O: int,  # noqa: E741
     C: int,
     D: int,
     dtype: torch.dtype,
@@ -718,7 +718,10 @@ class DelayedMatmul(torch.autograd.Function):
         if t_out == 0 or n == 0:
             zeros = (torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(frac))
             return (
-                *(z if need else None for z, need in zip(zeros, (need_x, need_w, need_f))),
+                *(
+                    z if need else None
+                    for z, need in zip(zeros, (need_x, need_w, need_f), strict=True)
+                ),
                 None,
                 None,
                 None,

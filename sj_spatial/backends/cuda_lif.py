@@ -153,8 +153,10 @@ def lif_params(step) -> dict | None:
         return None
     sg = step.surrogate_function
     kind = SURROGATES.get(type(sg).__name__)
-    if kind is None or not getattr(sg, "spiking", True) or type(sg).__module__ != (
-        "spikingjelly.activation_based.surrogate"
+    if (
+        kind is None
+        or not getattr(sg, "spiking", True)
+        or type(sg).__module__ != ("spikingjelly.activation_based.surrogate")
     ):
         return None
     if isinstance(step.v, torch.Tensor):  # continuing a sequence: the generic loop handles it
@@ -193,27 +195,58 @@ def forward_launch(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, p: dict
     steps, N, n = x.shape
     c = partial(_scalar, x.dtype)
     args = (
-        x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last,
-        np.int32(steps), np.int32(N), np.int32(n), np.int32(num_taps),
-        c(p["tau"]), c(p["v_threshold"]), c(p["v_reset"]),
-        np.int32(p["hard_reset"]), np.int32(p["decay_input"]),
+        x,
+        w0t,
+        w1t,
+        taps_t,
+        bias,
+        v0,
+        s_hist,
+        h_seq,
+        v_last,
+        np.int32(steps),
+        np.int32(N),
+        np.int32(n),
+        np.int32(num_taps),
+        c(p["tau"]),
+        c(p["v_threshold"]),
+        c(p["v_reset"]),
+        np.int32(p["hard_reset"]),
+        np.int32(p["decay_input"]),
     )
     return Launch(f"sjs_lif_forward_{_tag(x.dtype)}", (N, 1, 1), (block_size(n), 1, 1), 0, args)
 
 
-def backward_launch(grad_s, grad_v_last, w0, w1, taps, s_hist, h_seq, grad_in, grad_v0,
-                    p: dict, num_taps: int):
+def backward_launch(
+    grad_s, grad_v_last, w0, w1, taps, s_hist, h_seq, grad_in, grad_v0, p: dict, num_taps: int
+):
     """The :class:`~.cuda.Launch` of the reverse time loop."""
     from .cuda import Launch
 
     steps, N, n = grad_s.shape
     c = partial(_scalar, grad_s.dtype)
     args = (
-        grad_s, grad_v_last, w0, w1, taps, s_hist, h_seq, grad_in, grad_v0,
-        np.int32(steps), np.int32(N), np.int32(n), np.int32(num_taps),
-        c(p["tau"]), c(p["v_threshold"]), c(p["v_reset"]),
-        np.int32(p["hard_reset"]), np.int32(p["decay_input"]), np.int32(p["detach_reset"]),
-        np.int32(p["surrogate"]), c(p["alpha"]),
+        grad_s,
+        grad_v_last,
+        w0,
+        w1,
+        taps,
+        s_hist,
+        h_seq,
+        grad_in,
+        grad_v0,
+        np.int32(steps),
+        np.int32(N),
+        np.int32(n),
+        np.int32(num_taps),
+        c(p["tau"]),
+        c(p["v_threshold"]),
+        c(p["v_reset"]),
+        np.int32(p["hard_reset"]),
+        np.int32(p["decay_input"]),
+        np.int32(p["detach_reset"]),
+        np.int32(p["surrogate"]),
+        c(p["alpha"]),
     )
     name = f"sjs_lif_backward_{_tag(grad_s.dtype)}"
     return Launch(name, (N, 1, 1), (block_size(n), 1, 1), 0, args)
@@ -239,10 +272,21 @@ class LIFRecurrence(torch.autograd.Function):
         s_hist = torch.zeros(num_taps + steps, N, n, dtype=dtype, device=dev)
         h_seq = torch.empty(steps, N, n, dtype=dtype, device=dev)
         v_last = torch.empty(N, n, dtype=dtype, device=dev)
-        runner(forward_launch(
-            x, w0.t().contiguous(), w1.t().contiguous(), taps32.t().contiguous(),
-            bias_.to(dtype).contiguous(), v0, s_hist, h_seq, v_last, params, num_taps,
-        ))
+        runner(
+            forward_launch(
+                x,
+                w0.t().contiguous(),
+                w1.t().contiguous(),
+                taps32.t().contiguous(),
+                bias_.to(dtype).contiguous(),
+                v0,
+                s_hist,
+                h_seq,
+                v_last,
+                params,
+                num_taps,
+            )
+        )
         ctx.save_for_backward(weight, frac, taps, w0, w1, taps32.contiguous(), s_hist, h_seq)
         ctx.params, ctx.num_taps, ctx.runner = params, num_taps, runner
         return s_hist[num_taps:], v_last
@@ -262,10 +306,21 @@ class LIFRecurrence(torch.autograd.Function):
         )
         grad_in = zeros(steps + L, N, n)
         grad_v0 = zeros(N, n)
-        ctx.runner(backward_launch(
-            grad_s, grad_v_last, w0, w1, taps32, s_hist, h_seq, grad_in, grad_v0,
-            ctx.params, L,
-        ))
+        ctx.runner(
+            backward_launch(
+                grad_s,
+                grad_v_last,
+                w0,
+                w1,
+                taps32,
+                s_hist,
+                h_seq,
+                grad_in,
+                grad_v0,
+                ctx.params,
+                L,
+            )
+        )
         grad_x = grad_in[:steps]
         grad_w = grad_f = grad_b = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
