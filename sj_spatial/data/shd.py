@@ -1,0 +1,495 @@
+"""Spiking Heidelberg Digits (SHD): the real HDF5 files, read unchanged and binned to frames.
+
+An SHD file holds, per sample ``i``, ``/spikes/times[i]`` (seconds, variable length),
+``/spikes/units[i]`` (channels ``0..699``), ``/labels[i]`` (class ``0..19``) and, in
+``/extra``, the speaker and its metadata. :class:`SHD` bins the spikes of each sample
+into a dense ``[T, 700]`` frame of time step ``dt`` and caches the binned spikes of a whole
+file once, so later runs neither read the HDF5 file nor touch the network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import operator
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._checks import check_float, check_int
+from ._files import atomic_path, cache_key, default_cache_dir, file_identity
+
+NUM_CHANNELS = 700
+NUM_CLASSES = 20
+#: Window length when neither ``duration`` nor ``T`` is given, in seconds.
+DEFAULT_DURATION = 1.0
+#: Sub-folders of ``root`` searched for the files: ``root`` itself, then spikingjelly
+#: 2.0.0's and 0.0.0.0.14's folders of extracted files, then the download folder.
+SEARCH_DIRS = ("", "events_h5", "extract", "download")
+SUFFIXES = (".h5", ".h5.gz", ".h5.zip")
+#: A spike at ``t`` goes to bin ``floor(t / dt + EDGE_TOLERANCE)``: a time on a bin edge
+#: (``t == k * dt`` in decimal) starts bin ``k`` even when ``t / dt`` rounds just below k.
+EDGE_TOLERANCE = 1e-9
+#: Samples read and binned at once while a cache is built (bounds the memory used).
+CHUNK = 1024
+CACHE_VERSION = 1
+_CACHE_FIELDS = ("offsets", "index", "labels", "speakers", "meta")
+_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+@dataclass(frozen=True)
+class SpikeEvents:
+    """Spikes of consecutive samples of an SHD file, flattened.
+
+    ``times`` ``[S]`` float64 seconds and ``units`` ``[S]`` int64 channels; sample ``i``
+    owns ``times[offsets[i]:offsets[i + 1]]`` (``offsets`` ``[N + 1]``); ``labels`` ``[N]``
+    and ``speakers`` ``[N]`` (None without a usable ``/extra/speaker``) are int64.
+    """
+
+    times: np.ndarray
+    units: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    speakers: np.ndarray | None
+
+
+# ---------------------------------------------------------------- finding the files
+
+
+def find_shd_file(root: str | os.PathLike, train: bool = True) -> Path:
+    """Path of ``shd_train`` / ``shd_test`` under ``root``: ``.h5`` first, then ``.h5.gz``
+    or ``.h5.zip``, each looked for in ``root``, ``root/events_h5``, ``root/extract`` and
+    ``root/download``. Raises FileNotFoundError listing the paths tried."""
+    root = Path(root).expanduser()
+    stem = _stem(train)
+    if not root.is_dir():
+        raise FileNotFoundError(f"SHD root {str(root)!r} is not a directory")
+    tried = []
+    for suffix in SUFFIXES:
+        for sub in SEARCH_DIRS:
+            path = root / sub / (stem + suffix)
+            if path.is_file():
+                return path
+            tried.append(str(path))
+    raise FileNotFoundError(
+        f"no {stem}.h5 (or {stem}.h5.gz / .h5.zip) found under {str(root)!r}; looked for "
+        + ", ".join(tried)
+    )
+
+
+def _stem(train: bool) -> str:
+    if not isinstance(train, bool):
+        raise TypeError(f"train must be a bool, got {type(train).__name__} {train!r}")
+    return "shd_train" if train else "shd_test"
+
+
+def uncompressed(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ``.h5`` file itself, or a ``.h5.gz`` / ``.h5.zip`` decompressed once into
+    ``cache_dir`` (atomically, under a name keyed by the archive's size and mtime)."""
+    path = Path(path)
+    if path.name.endswith(".h5"):
+        return path
+    stem = path.name.split(".h5")[0]
+    cache_dir = _cache_folder(cache_dir)
+    target = cache_dir / f"{stem}-{cache_key(file_identity(path))}.h5"
+    if target.is_file():
+        return target
+    try:
+        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+            if path.name.endswith(".gz"):
+                with gzip.open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            else:
+                with (
+                    zipfile.ZipFile(path) as archive,
+                    archive.open(_zip_member(archive, path, stem)) as src,
+                ):
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot decompress ({type(exc).__name__}: {exc})") from exc
+    return target
+
+
+def _cache_folder(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "shd"
+
+
+def _zip_member(archive: zipfile.ZipFile, path: Path, stem: str) -> str:
+    for name in archive.namelist():
+        if os.path.basename(name) == stem + ".h5":
+            return name
+    raise ValueError(f"{path}: the archive holds no {stem}.h5, only {archive.namelist()}")
+
+
+# ---------------------------------------------------------------- reading and checking
+
+
+def read_shd(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> SpikeEvents:
+    """Read and check samples ``start:stop`` of an uncompressed SHD ``.h5`` file.
+
+    Raises FileNotFoundError when the file is missing and ValueError, naming the file and
+    the sample, when it is not SHD: missing datasets, wrong dtypes, mismatched lengths,
+    units outside ``0..699``, negative or non-finite times, labels outside ``0..19``.
+    """
+    path = Path(path)
+    check_int("start", start, minimum=0)
+    if stop is not None:
+        check_int("stop", stop, minimum=0)
+    if not path.is_file():
+        raise FileNotFoundError(f"SHD file {str(path)!r} does not exist")
+    with _open(path) as f:
+        return _read_block(f, path, start, stop)
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        what = "missing" if obj is None else f"a {type(obj).__name__}, not a dataset"
+        raise ValueError(
+            f"{path}: /{name} is {what}; an SHD file holds the datasets /spikes/times, "
+            "/spikes/units and /labels"
+        )
+    if obj.ndim != 1:
+        raise ValueError(
+            f"{path}: /{name} must be 1-D (one entry per sample), got shape {obj.shape}"
+        )
+    return obj
+
+
+def _vlen(f: h5py.File, path: Path, name: str, kinds: str, what: str) -> h5py.Dataset:
+    ds = _dataset(f, path, name)
+    base = h5py.check_vlen_dtype(ds.dtype)
+    if base is None:
+        raise ValueError(
+            f"{path}: /{name} must be a variable-length array (one array per sample), "
+            f"got dtype {ds.dtype}"
+        )
+    if base.kind not in kinds:
+        raise ValueError(f"{path}: /{name} must hold {what}, got dtype {base}")
+    return ds
+
+
+def _integers(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
+    ds = _dataset(f, path, name)
+    if ds.dtype.kind not in "iu":
+        raise ValueError(f"{path}: /{name} must hold integers, got dtype {ds.dtype}")
+    return ds
+
+
+def _num_samples(f: h5py.File, path: Path) -> int:
+    sizes = {
+        name: len(_dataset(f, path, name)) for name in ("spikes/times", "spikes/units", "labels")
+    }
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"/{name} has {n}" for name, n in sizes.items())
+        raise ValueError(f"{path}: datasets disagree on the number of samples: {listed}")
+    return sizes["labels"]
+
+
+def _flatten(ds: h5py.Dataset, start: int, stop: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated values ``[S]`` and per-sample lengths ``[N]`` of a vlen slice."""
+    rows = ds[start:stop]
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    if lengths.sum() == 0:
+        return np.zeros(0, dtype), lengths
+    return np.concatenate(rows).astype(dtype, copy=False), lengths
+
+
+def _read_block(f: h5py.File, path: Path, start: int, stop: int | None) -> SpikeEvents:
+    n = _num_samples(f, path)
+    stop = n if stop is None else min(stop, n)
+    times_ds = _vlen(f, path, "spikes/times", "f", "floating-point spike times (seconds)")
+    units_ds = _vlen(f, path, "spikes/units", "iu", "integer channel numbers")
+    labels = _integers(f, path, "labels")[start:stop].astype(np.int64)
+    speakers = _speakers(f, n, start, stop)
+    times, time_counts = _flatten(times_ds, start, stop, np.float64)
+    units, unit_counts = _flatten(units_ds, start, stop, np.int64)
+    bad = np.flatnonzero(time_counts != unit_counts)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(
+            f"{path}: sample {start + i} has {time_counts[i]} spike times in /spikes/times but "
+            f"{unit_counts[i]} units in /spikes/units"
+        )
+    offsets = np.concatenate(([0], np.cumsum(time_counts)))
+    events = SpikeEvents(times, units, offsets, labels, speakers)
+    _check_values(events, path, start)
+    return events
+
+
+def _speakers(f: h5py.File, n: int, start: int, stop: int) -> np.ndarray | None:
+    """``/extra/speaker[start:stop]``; None unless it is a 1-D integer array, one per sample
+    (the speaker is metadata: the frames and labels do not depend on it)."""
+    ds = f.get("extra/speaker")
+    if not isinstance(ds, h5py.Dataset) or ds.shape != (n,) or ds.dtype.kind not in "iu":
+        return None
+    return ds[start:stop].astype(np.int64)
+
+
+def _check_values(events: SpikeEvents, path: Path, start: int) -> None:
+    def sample_of(spike: int) -> int:
+        return start + int(np.searchsorted(events.offsets, spike, side="right")) - 1
+
+    bad = np.flatnonzero((events.units < 0) | (events.units >= NUM_CHANNELS))
+    if bad.size:
+        raise ValueError(
+            f"{path}: sample {sample_of(bad[0])} has unit {events.units[bad[0]]} in "
+            f"/spikes/units; channels must be 0..{NUM_CHANNELS - 1}"
+        )
+    bad = np.flatnonzero(~np.isfinite(events.times) | (events.times < 0))
+    if bad.size:
+        raise ValueError(
+            f"{path}: sample {sample_of(bad[0])} has spike time {events.times[bad[0]]} in "
+            "/spikes/times; times must be finite and >= 0 (seconds)"
+        )
+    bad = np.flatnonzero((events.labels < 0) | (events.labels >= NUM_CLASSES))
+    if bad.size:
+        raise ValueError(
+            f"{path}: sample {start + bad[0]} has label {events.labels[bad[0]]} in /labels; "
+            f"classes must be 0..{NUM_CLASSES - 1}"
+        )
+
+
+# ---------------------------------------------------------------- binning
+
+
+def window_steps(dt: float, duration: float | None = None, T: int | None = None) -> int:
+    """Number of time steps T of the window ``[0, T * dt)``: ``T`` when given, else
+    ``ceil(duration / dt)`` (``duration`` in seconds, default 1 s)."""
+    dt = check_float("dt", dt, strict=True)
+    if T is not None and duration is not None:
+        raise ValueError(f"give duration or T, not both; got duration={duration!r}, T={T!r}")
+    if T is not None:
+        return check_int("T", T, minimum=1)
+    duration = (
+        DEFAULT_DURATION if duration is None else check_float("duration", duration, strict=True)
+    )
+    return max(1, math.ceil(duration / dt - EDGE_TOLERANCE))
+
+
+def bin_events(events: SpikeEvents, dt: float, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin every spike of ``events`` at once: ``(index, offsets)``.
+
+    A spike at ``t`` seconds in channel ``c`` falls in step ``k = floor(t / dt)`` (a time
+    on a bin edge starts the later bin) and becomes ``index = k * 700 + c``; spikes with
+    ``k >= num_steps`` are dropped. ``index`` keeps the file's order, so sample ``i`` owns
+    ``index[offsets[i]:offsets[i + 1]]``.
+    """
+    steps = np.floor(events.times / dt + EDGE_TOLERANCE)
+    keep = steps < num_steps
+    sample = np.repeat(np.arange(len(events.labels)), np.diff(events.offsets))
+    kept = np.bincount(sample[keep], minlength=len(events.labels))
+    offsets = np.concatenate(([0], np.cumsum(kept)))
+    index = steps[keep].astype(np.int64) * NUM_CHANNELS + events.units[keep]
+    return index.astype(_index_dtype(num_steps)), offsets
+
+
+def _index_dtype(num_steps: int):
+    return np.int32 if num_steps * NUM_CHANNELS < 2**31 else np.int64
+
+
+def frames_from_index(index: np.ndarray, num_steps: int, binary: bool = False) -> np.ndarray:
+    """Dense frames ``[num_steps, 700]`` float32 of one sample's binned spikes: spike
+    counts per step and channel, or 1 where at least one spike fell (``binary=True``)."""
+    frames = np.zeros(num_steps * NUM_CHANNELS, np.float32)
+    # Sorting the few spikes of a sample is cheaper than counting over all T * 700 bins.
+    cells, counts = np.unique(index, return_counts=True)
+    frames[cells] = 1 if binary else counts
+    return frames.reshape(num_steps, NUM_CHANNELS)
+
+
+def collate(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` ``collate_fn``: ``(frames [T, 700], label)`` pairs to time-major
+    ``frames [T, N, 700]`` float32 (SpikingJelly's multi-step layout) and labels ``[N]``
+    int64."""
+    frames, labels = zip(*batch, strict=True)
+    return torch.stack(frames, dim=1), torch.as_tensor(labels, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _build(source: Path, cache_dir: Path, dt: float, num_steps: int) -> dict:
+    """Read, check and bin a whole file, ``CHUNK`` samples at a time (only the binned
+    spikes of the chunks already read are kept in memory)."""
+    path = uncompressed(source, cache_dir)
+    index, kept, labels, speakers, num_spikes = [], [], [], [], 0
+    with _open(path) as f:
+        for lo in range(0, _num_samples(f, path), CHUNK):
+            block = _read_block(f, path, lo, lo + CHUNK)
+            block_index, offsets = bin_events(block, dt, num_steps)
+            index.append(block_index)
+            kept.append(np.diff(offsets))
+            labels.append(block.labels)
+            speakers.append(block.speakers)
+            num_spikes += len(block.times)
+    has_speakers = bool(speakers) and speakers[0] is not None
+    index = np.concatenate(index) if index else np.zeros(0, _index_dtype(num_steps))
+    return {
+        "offsets": np.concatenate(([0], np.cumsum(np.concatenate(kept or [[]])))).astype(np.int64),
+        "index": index,
+        "labels": np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64),
+        "speakers": np.concatenate(speakers) if has_speakers else np.zeros(0, np.int64),
+        "has_speakers": has_speakers,
+        "num_dropped": num_spikes - len(index),
+    }
+
+
+def _cache_record(source: Path, dt: float, num_steps: int) -> dict:
+    return {
+        "version": CACHE_VERSION,
+        "source": file_identity(source),
+        "dt": dt,
+        "T": num_steps,
+        "channels": NUM_CHANNELS,
+    }
+
+
+def _save(target: Path, record: dict, arrays: dict) -> None:
+    meta = {
+        "key": record,
+        "has_speakers": arrays["has_speakers"],
+        "num_dropped": arrays["num_dropped"],
+    }
+    payload = {name: arrays[name] for name in _CACHE_FIELDS if name != "meta"}
+    payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            np.savez(out, **payload)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _load(target: Path, record: dict) -> dict | None:
+    """The cached arrays, or None when the file is absent, stale, truncated or corrupt."""
+    if not target.is_file():
+        return None
+    try:
+        with np.load(target, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in _CACHE_FIELDS}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except _CACHE_ERRORS:
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != record:
+        return None
+    arrays["has_speakers"] = bool(meta.get("has_speakers"))
+    arrays["num_dropped"] = int(meta.get("num_dropped", 0))
+    return arrays if _consistent(arrays, record["T"]) else None
+
+
+def _consistent(arrays: dict, num_steps: int) -> bool:
+    offsets, index, labels = arrays["offsets"], arrays["index"], arrays["labels"]
+    n = len(labels)
+    return (
+        offsets.ndim == 1
+        and len(offsets) == n + 1
+        and offsets[0] == 0
+        and bool(np.all(np.diff(offsets) >= 0))
+        and offsets[-1] == len(index)
+        and (len(index) == 0 or (index.min() >= 0 and index.max() < num_steps * NUM_CHANNELS))
+        and len(arrays["speakers"]) == (n if arrays["has_speakers"] else 0)
+    )
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class SHD(Dataset):
+    """Spiking Heidelberg Digits as dense frames: item ``i`` is
+    ``(frames [T, 700] float32, label int)``.
+
+    Args:
+        root: folder holding ``shd_train.h5`` / ``shd_test.h5`` (or ``.h5.gz`` / ``.h5.zip``),
+            directly or in spikingjelly's ``events_h5/``, ``extract/`` or ``download/``.
+        train: the training file (True) or the test file (False).
+        dt: time step in seconds (``1e-3`` = 1 ms).
+        duration: window in seconds, ``T = ceil(duration / dt)``; default 1 s.
+        T: number of steps instead of ``duration`` (give one of them).
+        binary: frames hold spike counts per step and channel (False) or 1 where at least
+            one spike fell (True). Spikes at ``t >= T * dt`` are dropped.
+        cache_dir: where the binned file (and a decompressed archive) is cached; default
+            ``$SJ_SPATIAL_CACHE`` or ``~/.cache/sj_spatial``, sub-folder ``shd``.
+        transform: called on each frames tensor; target_transform: on each label.
+
+    Use ``DataLoader(dataset, batch_size, collate_fn=collate)`` for time-major batches
+    ``[T, N, 700]``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        dt: float = 1e-3,
+        duration: float | None = None,
+        T: int | None = None,
+        binary: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ):
+        super().__init__()
+        if not isinstance(binary, bool):
+            raise TypeError(f"binary must be a bool, got {type(binary).__name__} {binary!r}")
+        self.train = train
+        self.dt = check_float("dt", dt, strict=True)
+        self.num_steps = window_steps(self.dt, duration, T)
+        self.binary = binary
+        self.transform = transform
+        self.target_transform = target_transform
+        self.source = find_shd_file(root, train)
+        cache_dir = _cache_folder(cache_dir)
+        record = _cache_record(self.source, self.dt, self.num_steps)
+        self.cache_path = cache_dir / f"{_stem(train)}-{cache_key(record)}.npz"
+        arrays = _load(self.cache_path, record)
+        if arrays is None:
+            arrays = _build(self.source, cache_dir, self.dt, self.num_steps)
+            _save(self.cache_path, record, arrays)
+        self._offsets = arrays["offsets"]
+        self._index = arrays["index"]
+        self.labels: np.ndarray = arrays["labels"]
+        self.speakers: np.ndarray | None = arrays["speakers"] if arrays["has_speakers"] else None
+        #: Spikes of the file at or after ``T * dt``, left out of the frames.
+        self.num_dropped: int = arrays["num_dropped"]
+
+    num_channels = NUM_CHANNELS
+    num_classes = NUM_CLASSES
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = operator.index(i)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample index {i} out of range for {n} samples")
+        i %= n
+        index = self._index[self._offsets[i] : self._offsets[i + 1]]
+        frames = torch.from_numpy(frames_from_index(index, self.num_steps, self.binary))
+        label = int(self.labels[i])
+        if self.transform is not None:
+            frames = self.transform(frames)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return frames, label
+
+    def __repr__(self) -> str:
+        return (
+            f"SHD(source={str(self.source)!r}, samples={len(self)}, dt={self.dt}, "
+            f"T={self.num_steps}, binary={self.binary})"
+        )
