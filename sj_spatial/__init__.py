@@ -3,13 +3,14 @@
 from .convert import spatialize
 from .cost import WiringCost, prune_by_distance, prune_by_magnitude
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
-from .positions import NeuronPositions
+from .positions import NeuronPositions, param_groups
 
 __all__ = [
     "NeuronPositions",
     "SpatialDelayLinear",
     "SpatialRecurrentContainer",
     "WiringCost",
+    "param_groups",
     "prune_by_distance",
     "prune_by_magnitude",
     "spatialize",

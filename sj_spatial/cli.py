@@ -30,6 +30,7 @@ from .cost import WiringCost
 from .data import SHD, collate, default_cache_dir, ensure_synthetic_shd
 from .layers import SpatialRecurrentContainer
 from .models import recurrent_shd_model
+from .positions import NeuronPositions, param_groups
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -118,9 +119,7 @@ def _datasets(args):
 
 
 def _optimizers(model: nn.Module, args):
-    positions = [p for name, p in model.named_parameters() if name.endswith("positions")]
-    others = [p for name, p in model.named_parameters() if not name.endswith("positions")]
-    return [torch.optim.Adam(others, lr=args.lr), torch.optim.Adam(positions, lr=args.position_lr)]
+    return [torch.optim.Adam(param_groups(model, args.lr, args.position_lr))]
 
 
 def _run_epoch(model, loader, device, optimizers=None, cost=None, progress=None, clip=None):
@@ -254,7 +253,9 @@ def _recurrent(model: nn.Module) -> SpatialRecurrentContainer:
 
 def _summary(model, history, source, args) -> dict:
     rec = _recurrent(model)
-    positions = sum(p.numel() for n, p in model.named_parameters() if n.endswith("positions"))
+    positions = sum(
+        p.numel() for m in model.modules() if isinstance(m, NeuronPositions) for p in m.parameters()
+    )
     total = sum(p.numel() for p in model.parameters())
     metrics = topology.analyze(rec, seed=args.seed, nulls=5)
     return {

@@ -53,3 +53,22 @@ class NeuronPositions(nn.Module):
             f"num_neurons={self.num_neurons}, dim={self.dim}, init={self.init!r}, "
             f"scale={self.scale}"
         )
+
+
+def param_groups(model: nn.Module, lr: float, position_lr: float) -> list[dict]:
+    """Optimizer parameter groups: neuron positions at ``position_lr``, the rest at ``lr``.
+
+    Positions are the parameters of the model's :class:`NeuronPositions` modules (each
+    once, also when shared by several layers); the paper trains them with their own,
+    larger learning rate. ``torch.optim.Adam(param_groups(model, 1e-3, 0.05))``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    positions = {
+        id(p) for m in model.modules() if isinstance(m, NeuronPositions) for p in m.parameters()
+    }
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if id(p) not in positions], "lr": lr}]
+    if positions:
+        groups.append({"params": [p for p in params if id(p) in positions], "lr": position_lr})
+    return groups

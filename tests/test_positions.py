@@ -36,3 +36,25 @@ def test_check_finite_rejects_nan_and_inf():
         p.positions[1, 0] = float("inf")
     with pytest.raises(ValueError, match="positions must be finite"):
         p.check_finite()
+
+
+def test_param_groups_split_shared_positions_once_from_weights():
+    from sj_spatial import SpatialDelayLinear, param_groups
+
+    hidden = NeuronPositions(4)
+    net = torch.nn.Sequential(
+        SpatialDelayLinear(3, 4, post_positions=hidden),
+        SpatialDelayLinear(4, 2, pre_positions=hidden),
+    )
+    weights, positions = param_groups(net, lr=1e-3, position_lr=0.05)
+    assert positions["lr"] == 0.05 and weights["lr"] == 1e-3
+    assert sum(p.numel() for p in positions["params"]) == (3 + 4 + 2) * 2
+    assert {id(p) for p in weights["params"]} == {
+        id(net[0].weight),
+        id(net[0].bias),
+        id(net[1].weight),
+        id(net[1].bias),
+    }
+    assert len(param_groups(torch.nn.Linear(2, 2), 1e-3, 0.05)) == 1
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        param_groups([net], 1e-3, 0.05)
