@@ -1,0 +1,224 @@
+"""The numba CPU kernel computes exactly what the dense reference computes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from spikingjelly.activation_based import neuron
+
+from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
+from sj_spatial.backends import cpu, cpu_kernel, dense, select, set_cpu_kernel
+
+# (T_in, N, in, out, max_delay, t_out)
+SHAPES = [
+    (12, 3, 5, 4, 3, 12),
+    (12, 3, 5, 4, 3, 5),  # t_out < T_in
+    (12, 3, 5, 4, 3, 1),  # one output step, as the recurrent layer asks
+    (9, 1, 6, 7, 4, 9),  # N = 1
+    (10, 2, 4, 3, 0, 10),  # max_delay 0: taps 0 only
+    (3, 2, 5, 4, 6, 3),  # T_in < num_taps
+    (3, 2, 5, 4, 6, 1),
+    (1, 4, 3, 2, 2, 1),
+    (30, 5, 19, 23, 7, 17),
+]
+TAPS = ["random", "zero", "max", "integer", "pruned"]
+
+
+def make_inputs(shape, taps_mode, dtype, seed=0):
+    t_in, n, n_in, n_out, max_delay, t_out = shape
+    num_taps = max_delay + 2
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(t_in, n, n_in, generator=gen, dtype=dtype)
+    x = x * (torch.rand(t_in, n, n_in, generator=gen) < 0.5)  # zeros, as spikes have
+    weight = torch.randn(n_out, n_in, generator=gen, dtype=dtype)
+    taps = torch.randint(0, num_taps - 1, (n_out, n_in), generator=gen)
+    frac = torch.rand(n_out, n_in, generator=gen, dtype=dtype)
+    if taps_mode == "zero":
+        taps.zero_()
+    elif taps_mode == "max":
+        taps.fill_(num_taps - 2)
+    elif taps_mode == "integer":
+        frac[torch.rand(n_out, n_in, generator=gen) < 0.5] = 0.0
+    elif taps_mode == "pruned":
+        weight[torch.rand(n_out, n_in, generator=gen) < 0.5] = 0.0
+    return x, weight, taps, frac, num_taps, t_out
+
+
+def small(dtype=torch.float64):
+    return make_inputs((8, 3, 5, 4, 3, 8), "random", dtype)
+
+
+def run(impl, x, weight, taps, frac, num_taps, t_out, grad_y, needs=(True, True, True)):
+    leaves = zip((x, weight, frac), needs, strict=True)
+    x, weight, frac = (t.detach().requires_grad_(r) for t, r in leaves)
+    y = impl.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    wrt = [t for t in (x, weight, frac) if t.requires_grad]
+    grads = torch.autograd.grad(y, wrt, grad_y) if wrt else ()
+    return y.detach(), grads
+
+
+def assert_close(actual, expected, dtype):
+    if dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    else:  # float32 sums in another order; scale atol for sums that cancel
+        scale = max(1.0, float(expected.abs().max()))
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def threading(request, monkeypatch):
+    """Run the kernels on the calling thread or on the thread pool, whatever the size."""
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 2**62)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("taps_mode", TAPS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, threading):
+    args = make_inputs(shape, taps_mode, dtype)
+    t_out, n, n_out = shape[5], shape[1], shape[3]
+    grad_y = torch.randn(t_out, n, n_out, dtype=dtype)
+    y, grads = run(cpu, *args, grad_y)
+    y_ref, grads_ref = run(dense, *args, grad_y)
+    assert y.shape == (t_out, n, n_out)
+    assert_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, dtype)
+
+
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (True, False, True)]
+)
+def test_any_subset_of_gradients(needs):
+    shape = (11, 3, 6, 5, 4, 11)
+    args = make_inputs(shape, "random", torch.float64)
+    grad_y = torch.randn(11, 3, 5, dtype=torch.float64)
+    _, grads = run(cpu, *args, grad_y, needs)
+    _, grads_ref = run(dense, *args, grad_y, needs)
+    assert len(grads) == sum(needs)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, torch.float64)
+
+
+def test_frac_gradient_at_zero_frac_is_the_interpolation_slope():
+    """'round' mode: frac is 0 in value and still receives w (x[t-k-1] - x[t-k])."""
+    x, weight, taps, _, num_taps, t_out = make_inputs((10, 2, 4, 3, 3, 10), "random", torch.float64)
+    delays = (taps + 0.3).double().requires_grad_()
+    frac = delays - delays.detach()
+    y = cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    (g,) = torch.autograd.grad(y.square().sum(), delays)
+    frac_ref = torch.zeros_like(frac).requires_grad_()
+    y_ref = dense.delayed_matmul(x, weight, taps, frac_ref, num_taps, t_out)
+    (g_ref,) = torch.autograd.grad(y_ref.square().sum(), frac_ref)
+    assert g.abs().max() > 0
+    assert_close(g, g_ref, torch.float64)
+
+
+def test_non_contiguous_input_and_mixed_dtypes():
+    x, weight, taps, frac, num_taps, t_out = small()
+    x_t = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    assert not x_t.is_contiguous()
+    weight, frac = weight.float(), frac.float()  # computed in x's dtype, float64
+    grad_y = torch.randn(8, 3, 4, dtype=torch.float64)
+    y, grads = run(cpu, x_t, weight, taps, frac, num_taps, t_out, grad_y)
+    y_ref, grads_ref = run(dense, x, weight.double(), taps, frac.double(), num_taps, t_out, grad_y)
+    assert y.dtype == torch.float64
+    assert (grads[1].dtype, grads[2].dtype) == (torch.float32, torch.float32)
+    assert_close(y, y_ref, torch.float64)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g.double(), g_ref, torch.float32)  # rounded to float32 at the end
+
+
+def test_requires_grad_inputs_under_no_grad():
+    x, weight, taps, frac, num_taps, t_out = small()
+    weight.requires_grad_()
+    frac.requires_grad_()
+    with torch.no_grad():
+        y = cpu.delayed_matmul(x.requires_grad_(), weight, taps, frac, num_taps, t_out)
+        y_ref = dense.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    assert not y.requires_grad
+    assert_close(y, y_ref, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_falls_back_to_dense(dtype):
+    x, weight, taps, frac, num_taps, t_out = small(dtype)
+    y = cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    y_ref = dense.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+
+
+def test_taps_out_of_range_are_rejected():
+    x, weight, taps, frac, num_taps, t_out = small()
+    taps[0, 0] = num_taps - 1
+    with pytest.raises(ValueError, match="taps must lie in"):
+        cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+
+
+def test_select_uses_the_cpu_kernel_unless_disabled():
+    device = torch.device("cpu")
+    with cpu_kernel(True):
+        assert select("torch", device) is cpu
+        with cpu_kernel(False):
+            assert select("torch", device) is dense
+        assert select("torch", device) is cpu
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        set_cpu_kernel("no")
+
+
+def test_environment_variable_disables_the_cpu_kernel():
+    code = (
+        "import torch; from sj_spatial.backends import select, dense; "
+        "assert select('torch', torch.device('cpu')) is dense"
+    )
+    env = dict(os.environ, SJ_SPATIAL_CPU_KERNEL="0")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def layer_grads(make, x, enabled):
+    torch.manual_seed(3)
+    layer = make()
+    with cpu_kernel(enabled):
+        y = layer(x)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(y.square().sum(), [x, *params])
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("delay_mode", ["interpolate", "round"])
+def test_spatial_delay_linear_same_with_and_without_cpu_kernel(delay_mode):
+    def make():
+        return SpatialDelayLinear(
+            9, 6, step_mode="m", max_delay=5, delay_scale=3.0, delay_mode=delay_mode
+        ).double()
+
+    x = torch.rand(14, 4, 9, dtype=torch.float64).requires_grad_()
+    y, grads = layer_grads(make, x, True)
+    y_ref, grads_ref = layer_grads(make, x, False)
+    assert len(grads) == 5  # input, weight, bias, pre and post positions
+    assert_close(y, y_ref, torch.float64)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, torch.float64)
+
+
+def test_spatial_recurrent_container_same_with_and_without_cpu_kernel():
+    def make():
+        lif = neuron.LIFNode(tau=2.0, v_threshold=0.5, detach_reset=True)
+        return SpatialRecurrentContainer(
+            lif, 5, step_mode="m", max_delay=4, delay_scale=2.0
+        ).double()
+
+    x = torch.rand(12, 3, 5, dtype=torch.float64).requires_grad_()
+    y, grads = layer_grads(make, x, True)
+    y_ref, grads_ref = layer_grads(make, x, False)
+    assert y.sum() > 0
+    assert_close(y, y_ref, torch.float64)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, torch.float64)
