@@ -212,7 +212,7 @@ def train(args) -> dict:
         with tqdm(
             total=len(train_loader),
             desc=f"epoch {epoch + 1}/{args.epochs}",
-            disable=args.quiet,
+            disable=True if args.quiet else None,  # None: off when not a terminal
             leave=False,
         ) as bar:
             train_loss, train_acc = _run_epoch(

@@ -1,0 +1,163 @@
+"""Training-step time of the paper's recurrent model with and without position delays.
+
+Model: spikes ``[T, N, 700]`` -> ``nn.Linear(700, 128)`` -> 128 recurrent LIF neurons
+(``neuron.LIFNode(tau=20.0)``) -> ``nn.Linear(128, 20)`` readout summed over time ->
+cross-entropy. One training step = forward + backward. Methods:
+
+- ``plain``: the same model without delays, the loop ``s[t] = lif(x[t] + s[t-1] W^T + b)``.
+- ``spatial-cpu`` / ``spatial-dense`` / ``spatial-cupy``: the recurrent layer is a
+  ``SpatialRecurrentContainer`` (numba CPU kernel, dense reference, CuPy backend).
+
+Writes ``recurrent.json``, ``recurrent.md`` and ``recurrent_time_vs_max_delay.png`` into
+``--out``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from bench_layers import Skip, machine_info, make_parser, measure, plot, resolve, spikes, write
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
+from sj_spatial import SpatialRecurrentContainer, backends
+
+METHODS = ("plain", "spatial-cpu", "spatial-dense", "spatial-cupy")
+
+#: (T, batch, max_delay, repeats); the paper's T=1000, batch 256 is the GPU default.
+DEFAULTS = {
+    "cpu": ([100], [32], [25, 250], 3),
+    "cuda": ([1000], [256], [25, 250], 3),
+    "quick": ([20], [4], [5, 25], 2),
+}
+
+
+def lif() -> neuron.LIFNode:
+    return neuron.LIFNode(tau=20.0, detach_reset=True, step_mode="s")
+
+
+class PlainRecurrent(nn.Module):
+    """``s[t] = lif(x[t] + s[t-1] W^T + b)``: the recurrent layer without delays."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.lif = lif()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.zeros_like(x[0])
+        out = []
+        for x_t in x:
+            s = self.lif(x_t + self.fc(s))
+            out.append(s)
+        return torch.stack(out)
+
+
+def model_step(x: torch.Tensor, hidden: int, max_delay: int, method: str) -> Callable[[], None]:
+    """One training step (fwd + bwd) of the model with the recurrent layer of ``method``."""
+    device = x.device
+    kernel = contextlib.nullcontext
+    if method == "plain":
+        recurrent = PlainRecurrent(hidden)
+    else:
+        backend = "cupy" if method == "spatial-cupy" else "torch"
+        if method == "spatial-cupy" and device.type != "cuda":
+            raise Skip("CUDA only")
+        if method == "spatial-cpu":
+            if device.type != "cpu":
+                raise Skip("CPU only")
+            if not backends.cpu_kernel_enabled():
+                raise Skip("the numba CPU kernel is unavailable or switched off")
+        if device.type == "cpu":
+            kernel = functools.partial(backends.cpu_kernel, method == "spatial-cpu")
+        try:
+            recurrent = SpatialRecurrentContainer(
+                lif(),
+                hidden,
+                step_mode="m",
+                max_delay=max_delay,
+                delay_scale=max(max_delay, 1) / 2,
+                backend=backend,
+            )
+        except ValueError as exc:
+            raise Skip(str(exc)) from exc
+    model = nn.Sequential(nn.Linear(x.shape[-1], hidden), recurrent, nn.Linear(hidden, 20))
+    model.to(device)
+    labels = torch.randint(0, 20, (x.shape[1],), generator=torch.Generator().manual_seed(0))
+    labels = labels.to(device)
+
+    def step() -> None:
+        functional.reset_net(model)
+        model.zero_grad(set_to_none=True)
+        with kernel():
+            logits = model(x).sum(0)
+        F.cross_entropy(logits, labels).backward()
+
+    return step
+
+
+def main(argv=None) -> None:
+    """Run the recurrent benchmark and write recurrent.json / .md / _time_vs_max_delay.png."""
+    parser = make_parser(__doc__)
+    parser.add_argument("--in-features", type=int, default=700)
+    parser.add_argument("--hidden", type=int, default=128)
+    args = parser.parse_args(argv)
+    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t, batch, delays, repeats = DEFAULTS["quick" if args.quick else device_name]
+    args.T, args.batch = args.T or t, args.batch or batch
+    args.max_delay, args.repeats = args.max_delay or delays, args.repeats or repeats
+    args = resolve(args)
+    device = torch.device(args.device)
+    methods = [m for m in METHODS if args.only is None or m in args.only]
+    info = machine_info(device)
+    settings = {
+        "in_features": args.in_features,
+        "hidden": args.hidden,
+        "classes": 20,
+        "density": args.density,
+        "repeats": args.repeats,
+        "budget_s": args.budget,
+        "dtype": "float32",
+        "neuron": "LIFNode(tau=20, detach_reset=True)",
+    }
+    rows = []
+    for t in args.T:
+        for batch in args.batch:
+            x = spikes((t, batch, args.in_features), args.density, device, False)
+            plain = None
+            for max_delay in args.max_delay:
+                steps, notes = {}, {}
+                for method in methods:
+                    if method == "plain" and plain is not None:
+                        continue  # independent of max_delay: timed once
+                    try:
+                        steps[method] = model_step(x, args.hidden, max_delay, method)
+                    except Skip as exc:
+                        notes[method] = str(exc)
+                results = measure(steps, device, args.repeats, args.budget)
+                if "time_ms" in results.get("plain", {}):
+                    plain = results["plain"]
+                for method in methods:
+                    res = plain if method == "plain" and plain else results.get(method)
+                    res = res or {"skipped": notes.get(method, "not run")}
+                    row = {"T": t, "batch": batch, "max_delay": max_delay, "method": method}
+                    row.update(res)
+                    if plain and "time_ms" in res:
+                        row["x_plain"] = res["time_ms"] / plain["time_ms"]
+                    rows.append(row)
+                    shown = f"{res['time_ms']:.1f} ms" if "time_ms" in res else res["skipped"]
+                    print(
+                        f"T={t} batch={batch} max_delay={max_delay} {method}: {shown}", flush=True
+                    )
+    title = "Recurrent model (700 -> 128 LIF -> 20): training step"
+    write(args.out, "recurrent", info, settings, rows, title, "plain")
+    plot(rows, args.out / "recurrent_time_vs_max_delay.png", title)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
