@@ -27,7 +27,7 @@ from torch import nn
 from . import __version__, topology
 from .callbacks import TopologyLogger, position_figure
 from .cost import WiringCost
-from .data import SHD, collate, default_cache_dir, ensure_synthetic_shd
+from .data import builtin_shd_root, collate, shd_splits
 from .layers import SpatialRecurrentContainer
 from .models import recurrent_shd_model
 from .positions import NeuronPositions, param_groups
@@ -51,7 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder with shd_train.h5 and shd_test.h5 (default: built-in SHD-format data)",
     )
-    add("--epochs", type=int, default=10)
+    add("--epochs", type=int, default=15)
     add("--dt", type=float, default=10e-3, help="time step in seconds (default 0.01)")
     add("--duration", type=float, default=1.0, help="seconds of each sample used")
     add("--dim", type=int, default=2, help="dimension of the position space")
@@ -78,7 +78,12 @@ def make_parser() -> argparse.ArgumentParser:
     add("--logdir", type=Path, default=Path("runs/train"))
     add("--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt")
     add("--seed", type=int, default=0)
-    add("--limit", type=int, default=None, help="use only this many samples per split")
+    add(
+        "--limit",
+        type=int,
+        default=None,
+        help="use a fixed random subset of this many samples per split",
+    )
     add("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -107,19 +112,23 @@ def _device(name: str) -> torch.device:
 
 def _datasets(args):
     if args.data_root is None:
-        root = default_cache_dir() / "synthetic_shd"
-        ensure_synthetic_shd(root)
-        source = f"built-in SHD-format data ({root})"
+        source = f"built-in SHD-format data ({builtin_shd_root()})"
     else:
-        root, source = args.data_root, f"SHD files in {args.data_root}"
-    splits = [SHD(root, train=train, dt=args.dt, duration=args.duration) for train in (True, False)]
-    if args.limit is not None:
-        splits = [torch.utils.data.Subset(s, range(min(args.limit, len(s)))) for s in splits]
+        source = f"SHD files in {args.data_root}"
+    splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
     return splits, source
 
 
 def _optimizers(model: nn.Module, args):
     return [torch.optim.Adam(param_groups(model, args.lr, args.position_lr))]
+
+
+def _anneal(optimizers, args, epoch: int) -> None:
+    """Cosine learning-rate decay over the run, a function of the epoch (so resume-safe)."""
+    factor = 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
+    for opt in optimizers:
+        for group, base in zip(opt.param_groups, (args.lr, args.position_lr), strict=False):
+            group["lr"] = base * factor
 
 
 def _run_epoch(model, loader, device, optimizers=None, cost=None, progress=None, clip=None):
@@ -208,6 +217,7 @@ def train(args) -> dict:
         train_loader = torch.utils.data.DataLoader(
             train_set, args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate
         )
+        _anneal(optimizers, args, epoch)
         t0 = time.perf_counter()
         with tqdm(
             total=len(train_loader),

@@ -412,3 +412,24 @@ def test_index_out_of_range(synthetic, tmp_path):
     assert torch.equal(ds[-1][0], ds[29][0])
     with pytest.raises(IndexError, match="30"):
         ds[30]
+
+
+def test_shd_splits_reads_a_folder_and_takes_a_fixed_random_subset(tmp_path):
+    from sj_spatial.data import make_synthetic_shd, shd_splits
+
+    make_synthetic_shd(tmp_path / "d", num_train=30, num_test=12, seed=3)
+    train, test = shd_splits(tmp_path / "d", dt=0.01, duration=0.5)
+    assert (len(train), len(test)) == (30, 12) and train[0][0].shape == (50, 700)
+    a, _ = shd_splits(tmp_path / "d", dt=0.01, duration=0.5, samples=7, seed=1)
+    b, _ = shd_splits(tmp_path / "d", dt=0.01, duration=0.5, samples=7, seed=1)
+    assert len(a) == 7 and list(a.indices) == list(b.indices)
+
+
+def test_builtin_shd_root_generates_once_into_the_cache(tmp_path, monkeypatch):
+    from sj_spatial.data import builtin_shd_root
+
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path))
+    root = builtin_shd_root()
+    assert root == tmp_path / "synthetic_shd" and (root / "shd_train.h5").is_file()
+    mtime = (root / "shd_train.h5").stat().st_mtime_ns
+    assert builtin_shd_root() == root and (root / "shd_train.h5").stat().st_mtime_ns == mtime

@@ -40,7 +40,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from sj_spatial import SpatialDelayLinear, param_groups, spatialize
-from sj_spatial.data import SHD, collate, default_cache_dir, ensure_synthetic_shd
+from sj_spatial.data import collate, shd_splits
 
 # %% [markdown]
 # ## Settings
@@ -104,21 +104,6 @@ print(
 
 
 # %%
-def shd_splits(root, dt, duration, samples=None):
-    """(train, test) SHD datasets; the built-in SHD-format data when ``root`` is None."""
-    if root is None:
-        root = default_cache_dir() / "synthetic_shd"
-        ensure_synthetic_shd(root)
-    splits = [SHD(root, train=train, dt=dt, duration=duration) for train in (True, False)]
-    if samples is not None:  # a fixed random subset, the same for every model
-        pick = torch.Generator().manual_seed(SEED)
-        splits = [
-            torch.utils.data.Subset(s, torch.randperm(len(s), generator=pick)[:samples])
-            for s in splits
-        ]
-    return splits
-
-
 train_set, test_set = shd_splits(DATA_ROOT, DT, DURATION, SAMPLES)
 print(
     f"data: {'built-in SHD-format' if DATA_ROOT is None else DATA_ROOT}; "

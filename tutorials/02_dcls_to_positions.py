@@ -41,7 +41,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from sj_spatial import NeuronPositions, SpatialDelayLinear
-from sj_spatial.data import SHD, collate, default_cache_dir, ensure_synthetic_shd
+from sj_spatial.data import collate, shd_splits
 
 # %% [markdown]
 # ## Settings
@@ -119,24 +119,6 @@ print(
 # %%
 def group_channels(frames: torch.Tensor) -> torch.Tensor:
     return frames.reshape(frames.shape[0], -1, CHANNEL_GROUP).sum(-1)
-
-
-def shd_splits(root, dt, duration, samples=None, transform=None):
-    """(train, test) SHD datasets; the built-in SHD-format data when ``root`` is None."""
-    if root is None:
-        root = default_cache_dir() / "synthetic_shd"
-        ensure_synthetic_shd(root)
-    splits = [
-        SHD(root, train=train, dt=dt, duration=duration, transform=transform)
-        for train in (True, False)
-    ]
-    if samples is not None:  # a fixed random subset, the same for every model
-        pick = torch.Generator().manual_seed(SEED)
-        splits = [
-            torch.utils.data.Subset(s, torch.randperm(len(s), generator=pick)[:samples])
-            for s in splits
-        ]
-    return splits
 
 
 train_set, test_set = shd_splits(DATA_ROOT, DT, DURATION, SAMPLES, group_channels)

@@ -51,7 +51,7 @@ from sj_spatial import (
     topology,
 )
 from sj_spatial.callbacks import TopologyLogger, position_figure
-from sj_spatial.data import SHD, collate, default_cache_dir, ensure_synthetic_shd
+from sj_spatial.data import collate, shd_splits
 from sj_spatial.models import recurrent_shd_model
 
 if "ipykernel" not in sys.modules:
@@ -123,21 +123,6 @@ print(
 
 
 # %%
-def shd_splits(root, dt, duration, samples=None):
-    """(train, test) SHD datasets; the built-in SHD-format data when ``root`` is None."""
-    if root is None:
-        root = default_cache_dir() / "synthetic_shd"
-        ensure_synthetic_shd(root)
-    splits = [SHD(root, train=train, dt=dt, duration=duration) for train in (True, False)]
-    if samples is not None:  # a fixed random subset
-        pick = torch.Generator().manual_seed(SEED)
-        splits = [
-            torch.utils.data.Subset(s, torch.randperm(len(s), generator=pick)[:samples])
-            for s in splits
-        ]
-    return splits
-
-
 train_set, test_set = shd_splits(DATA_ROOT, DT, DURATION, SAMPLES)
 print(
     f"data: {'built-in SHD-format' if DATA_ROOT is None else DATA_ROOT}; "
