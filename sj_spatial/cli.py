@@ -51,7 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder with shd_train.h5 and shd_test.h5 (default: built-in SHD-format data)",
     )
-    add("--epochs", type=int, default=15)
+    add("--epochs", type=int, default=10)
     add("--dt", type=float, default=10e-3, help="time step in seconds (default 0.01)")
     add("--duration", type=float, default=1.0, help="seconds of each sample used")
     add("--dim", type=int, default=2, help="dimension of the position space")
