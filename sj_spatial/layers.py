@@ -36,14 +36,6 @@ def _population(name: str, given, num_neurons: int, dim: int) -> NeuronPositions
     return given
 
 
-def _linear_init(weight: nn.Parameter, bias: nn.Parameter | None) -> None:
-    """nn.Linear's default initialisation."""
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-    if bias is not None:
-        bound = 1 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0
-        nn.init.uniform_(bias, -bound, bound)
-
-
 def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch_start: int):
     if history is not None and history.shape[1:-1] != x.shape[batch_start:-1]:
         raise ValueError(
@@ -77,6 +69,20 @@ class _SpatialModule(base.MemoryModule):
         check_choice("backend", value, self.supported_backends)
         backends.require(value)
         self._backend = value
+
+    def _init_synapses(self, out_features: int, in_features: int, bias: bool) -> None:
+        """``weight [out, in]``, optional ``bias [out]`` and the (absent) pruning mask."""
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.register_buffer("weight_mask", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weight and bias as ``nn.Linear`` initialises them (positions are left alone)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight.shape[1])
+            nn.init.uniform_(self.bias, -bound, bound)
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the synapses use: ``weight * weight_mask``, or ``weight`` when unpruned.
@@ -132,15 +138,8 @@ class SpatialDelayLinear(_SpatialModule):
         self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
         self.pre_positions = _population("pre_positions", pre_positions, in_features, dim)
         self.post_positions = _population("post_positions", post_positions, out_features, dim)
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        self.register_buffer("weight_mask", None)
+        self._init_synapses(out_features, in_features, bias)
         self.register_memory("input_history", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Weight and bias as ``nn.Linear`` initialises them (positions are left alone)."""
-        _linear_init(self.weight, self.bias)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps."""
@@ -222,15 +221,8 @@ class SpatialRecurrentContainer(_SpatialModule):
         self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
         self.sub_module = sub_module
         self.positions = _population("positions", positions, num_features, dim)
-        self.weight = nn.Parameter(torch.empty(num_features, num_features))
-        self.bias = nn.Parameter(torch.empty(num_features)) if bias else None
-        self.register_buffer("weight_mask", None)
+        self._init_synapses(num_features, num_features, bias)
         self.register_memory("output_history", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Weight and bias as ``nn.Linear(n, n)`` initialises them."""
-        _linear_init(self.weight, self.bias)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""
