@@ -48,6 +48,11 @@ def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple
 
 def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(post, pre)`` position tensors ``[out, D]``, ``[in, D]`` of a spatial layer."""
+    if isinstance(layer, SPATIAL_LAYERS) and callable(getattr(layer, "timing_parameters", None)):
+        raise TypeError(
+            f"layer must have neuron positions, got {type(layer).__name__} (free per-synapse "
+            "delays have no distances)"
+        )
     if isinstance(layer, SpatialRecurrentContainer):
         p = layer.positions.positions
         return p, p

@@ -141,6 +141,10 @@ class SpatialDelayLinear(_SpatialModule):
         self._init_synapses(out_features, in_features, bias)
         self.register_memory("input_history", None)
 
+    def _check_finite(self) -> None:
+        self.pre_positions.check_finite()
+        self.post_positions.check_finite()
+
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps."""
         return delays_from_positions(
@@ -152,8 +156,7 @@ class SpatialDelayLinear(_SpatialModule):
 
     def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
         if self.input_history is None:
-            self.pre_positions.check_finite()
-            self.post_positions.check_finite()
+            self._check_finite()
         else:
             x = torch.cat((self.input_history, x))
         self.input_history = x[-num_taps(self.max_delay) :]
@@ -224,6 +227,9 @@ class SpatialRecurrentContainer(_SpatialModule):
         self._init_synapses(num_features, num_features, bias)
         self.register_memory("output_history", None)
 
+    def _check_finite(self) -> None:
+        self.positions.check_finite()
+
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""
         p = self.positions.positions
@@ -231,7 +237,7 @@ class SpatialRecurrentContainer(_SpatialModule):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.output_history is None:
-            self.positions.check_finite()
+            self._check_finite()
         s, self.output_history = delayed_recurrence(
             x,
             self.sub_module,

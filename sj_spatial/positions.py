@@ -60,15 +60,21 @@ def param_groups(model: nn.Module, lr: float, position_lr: float) -> list[dict]:
 
     Positions are the parameters of the model's :class:`NeuronPositions` modules (each
     once, also when shared by several layers); the paper trains them with their own,
-    larger learning rate. ``torch.optim.Adam(param_groups(model, 1e-3, 0.05))``.
+    larger learning rate. ``torch.optim.Adam(param_groups(model, 1e-3, 0.05))``. The
+    free per-synapse delays of :mod:`sj_spatial.baselines` join the positions' group.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    positions = {
-        id(p) for m in model.modules() if isinstance(m, NeuronPositions) for p in m.parameters()
-    }
+    positions = {id(p) for m in model.modules() for p in _timing_parameters(m)}
     params = list(model.parameters())
     groups = [{"params": [p for p in params if id(p) not in positions], "lr": lr}]
     if positions:
         groups.append({"params": [p for p in params if id(p) in positions], "lr": position_lr})
     return groups
+
+
+def _timing_parameters(module: nn.Module) -> list[nn.Parameter]:
+    if isinstance(module, NeuronPositions):
+        return list(module.parameters())
+    timing = getattr(module, "timing_parameters", None)
+    return list(timing()) if callable(timing) else []

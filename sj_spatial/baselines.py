@@ -1,0 +1,124 @@
+"""Free per-synapse delays: the N·N baseline that position learning is measured against.
+
+``FreeDelayLinear`` and ``FreeDelayRecurrentContainer`` are the spatial layers with one
+learnable delay per synapse instead of delays derived from neuron positions: same
+formula, interpolation, memories, step modes and backends, but ``out * in`` delay
+parameters instead of ``(out + in) * dim`` coordinates. ``param_groups`` puts their
+``delay`` parameters in the positions' group, so both kinds of timing parameter train
+at the same learning rate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._checks import check_float
+from .layers import DEFAULT_MAX_DELAY, SpatialDelayLinear, SpatialRecurrentContainer
+
+
+def _free_delays(out_features: int, in_features: int, init_max: float) -> nn.Parameter:
+    return nn.Parameter(torch.rand(out_features, in_features) * init_max)
+
+
+def _clamped(delay: torch.Tensor, max_delay: int) -> torch.Tensor:
+    if not bool(torch.isfinite(delay).all()):
+        raise ValueError("delay must be finite, got NaN/Inf in the free delay parameter")
+    return torch.clamp(delay, 0.0, float(max_delay))
+
+
+class FreeDelayLinear(SpatialDelayLinear):
+    """``SpatialDelayLinear`` whose delays are free parameters ``delay [out, in]``.
+
+    Delays are in time steps, initialised uniform in ``[0, init_max]`` (default
+    ``max_delay``) and clamped to ``[0, max_delay]`` when used (no gradient where the
+    clamp is active). It has no positions.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        step_mode: str = "s",
+        *,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        init_max: float | None = None,
+        delay_mode: str = "interpolate",
+        backend: str = "torch",
+    ):
+        super().__init__(
+            in_features,
+            out_features,
+            bias,
+            step_mode,
+            dim=1,
+            max_delay=max_delay,
+            delay_mode=delay_mode,
+            backend=backend,
+        )
+        del self.pre_positions, self.post_positions
+        init_max = float(max_delay) if init_max is None else check_float("init_max", init_max)
+        self.delay = _free_delays(out_features, in_features, init_max)
+
+    def timing_parameters(self) -> list[nn.Parameter]:
+        """The parameters that set the delays (for :func:`sj_spatial.param_groups`)."""
+        return [self.delay]
+
+    def delays(self) -> torch.Tensor:
+        """Delays ``[out, in]`` in time steps, clamped to ``[0, max_delay]``."""
+        return _clamped(self.delay, self.max_delay)
+
+    def _check_finite(self) -> None:
+        _clamped(self.delay, self.max_delay)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
+
+
+class FreeDelayRecurrentContainer(SpatialRecurrentContainer):
+    """``SpatialRecurrentContainer`` whose recurrent delays are free parameters ``delay [n, n]``.
+
+    Same recurrence (every synapse at least one step), delays in time steps initialised
+    uniform in ``[0, init_max]`` (default ``max_delay``), clamped to ``[0, max_delay]``.
+    """
+
+    def __init__(
+        self,
+        sub_module: nn.Module,
+        num_features: int,
+        bias: bool = True,
+        step_mode: str = "s",
+        *,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        init_max: float | None = None,
+        delay_mode: str = "interpolate",
+        backend: str = "torch",
+    ):
+        super().__init__(
+            sub_module,
+            num_features,
+            bias,
+            step_mode,
+            dim=1,
+            max_delay=max_delay,
+            delay_mode=delay_mode,
+            backend=backend,
+        )
+        del self.positions
+        init_max = float(max_delay) if init_max is None else check_float("init_max", init_max)
+        self.delay = _free_delays(num_features, num_features, init_max)
+
+    def timing_parameters(self) -> list[nn.Parameter]:
+        """The parameters that set the delays (for :func:`sj_spatial.param_groups`)."""
+        return [self.delay]
+
+    def delays(self) -> torch.Tensor:
+        """Delays ``[n, n]`` in time steps, clamped to ``[0, max_delay]``."""
+        return _clamped(self.delay, self.max_delay)
+
+    def _check_finite(self) -> None:
+        _clamped(self.delay, self.max_delay)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
