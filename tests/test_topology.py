@@ -52,6 +52,11 @@ def test_planted_clusters_are_modular_and_random_graphs_are_not():
     assert m["clustering"] > 1.15  # clustered beyond weight-shuffled graphs
     assert m["wiring_efficiency"] > 0.9  # strong synapses are the short ones
 
+    given = topo.analyze(w, positions, nulls=3, labels=labels)
+    assert given == m  # communities passed in are the ones analyze would find
+    split = topo.analyze(w, positions, nulls=3, labels=np.arange(len(w)) % 2)
+    assert split["modularity"] < m["modularity"]
+
     r = topo.analyze(*random_dense(), nulls=3)
     assert r["modularity"] < 0.1
     assert r["clustering"] == pytest.approx(1.0, abs=0.05)
