@@ -6,6 +6,10 @@ and writes into ``--logdir``: TensorBoard events (losses, accuracies, topology),
 ``checkpoint.pt`` after every epoch (``--resume`` continues from it), ``summary.md`` /
 ``summary.json`` and PNG figures (positions, |w|-weighted delay histogram, learning
 curves).
+
+Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel:
+``--batch-size`` is the global batch, split over the N ranks, and rank 0 prints and
+writes the files (``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -23,11 +28,22 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import __version__, topology
 from .callbacks import TopologyLogger, position_figure
 from .cost import WiringCost
 from .data import builtin_shd_root, collate, shd_splits
+from .distributed import (
+    ShardedBatchSampler,
+    World,
+    all_reduce_sums,
+    barrier,
+    process_group,
+    shard_range,
+    world_from_env,
+    wrap,
+)
 from .layers import SpatialRecurrentContainer
 from .models import recurrent_shd_model
 from .positions import NeuronPositions, param_groups
@@ -92,22 +108,38 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.command == "train":
         summary = train(args)
-        print(summary_table(summary))
+        if summary is not None:
+            print(summary_table(summary))
     return 0
 
 
-def _check_args(args) -> None:
+def _check_args(args, world: World) -> None:
     for name in ("epochs", "batch_size", "hidden", "dim"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.dt > 0 or not args.duration > 0:
         raise SystemExit(f"--dt and --duration must be > 0, got {args.dt} and {args.duration}")
+    if args.batch_size % world.size:
+        raise SystemExit(
+            f"--batch-size is the global batch, split evenly over the world size "
+            f"{world.size} (WORLD_SIZE, torchrun --nproc_per_node); it must be divisible by "
+            f"{world.size}, got {args.batch_size}"
+        )
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, world: World | None) -> torch.device:
+    """The device of this process: under torchrun, CUDA means ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if world is None or device.type != "cuda":
+        return device
+    if device.index is not None and device.index != world.local_rank:
+        raise SystemExit(
+            f"--device: under torchrun rank {world.rank} uses cuda:{world.local_rank} "
+            f"(LOCAL_RANK); pass --device cuda or auto, got {name}"
+        )
+    return torch.device("cuda", world.local_rank)
 
 
 def _datasets(args):
@@ -117,6 +149,28 @@ def _datasets(args):
         source = f"SHD files in {args.data_root}"
     splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
     return splits, source
+
+
+def _datasets_in_turn(args, world: World):
+    """The datasets; rank 0 builds any missing data files and caches before the others
+    read them."""
+    if not world.is_main:
+        barrier()
+    result = _datasets(args)
+    if world.is_main:
+        barrier()
+    return result
+
+
+def _model(args) -> nn.Module:
+    return recurrent_shd_model(
+        dt=args.dt,
+        hidden=args.hidden,
+        dim=args.dim,
+        max_delay=args.max_delay,
+        delay_scale=args.delay_scale,
+        backend=args.backend,
+    )
 
 
 def _optimizers(model: nn.Module, args):
@@ -131,24 +185,53 @@ def _anneal(optimizers, args, epoch: int) -> None:
             group["lr"] = base * factor
 
 
-def _run_epoch(model, loader, device, optimizers=None, cost=None, progress=None, clip=None):
-    """One pass; trains when ``optimizers`` are given. Returns (mean loss, accuracy)."""
+def _train_batches(train_set, args, world: World, epoch: int):
+    """This rank's ``(x, y, share)`` of every global batch of one epoch, and their number.
+
+    The global batches are those of ``DataLoader(shuffle=True)`` with a generator seeded
+    by seed and epoch; each rank takes its contiguous part (``ShardedBatchSampler``).
+    """
+    shuffle = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    sampler = ShardedBatchSampler(
+        RandomSampler(train_set, generator=shuffle), args.batch_size, world.rank, world.size
+    )
+    loader = DataLoader(train_set, batch_sampler=sampler, generator=shuffle, collate_fn=collate)
+    batches = ((x, y, share) for (x, y), share in zip(loader, sampler.shares(), strict=True))
+    return batches, len(sampler)
+
+
+def _train_step(model, x, y, optimizers, cost=None, clip=None, share=1.0):
+    """One optimiser step on a batch: ``share * cross-entropy + cost``, backward (DDP
+    averages the gradients over the ranks), clipping, step. Returns (logits, loss)."""
+    logits = model(x).mean(0)
+    loss = F.cross_entropy(logits, y)
+    full = loss * share
+    if cost is not None:
+        full = full + cost()
+    for opt in optimizers:
+        opt.zero_grad()
+    full.backward()
+    if clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    for opt in optimizers:
+        opt.step()
+    return logits.detach(), loss.detach()
+
+
+def _run_epoch(model, batches, device, optimizers=None, cost=None, progress=None, clip=None):
+    """One pass over ``(x, y, share)`` batches; trains when ``optimizers`` are given.
+
+    Returns this rank's (summed loss, correct, count)."""
     model.train(optimizers is not None)
     total_loss = correct = count = 0
     with torch.set_grad_enabled(optimizers is not None):
-        for x, y in loader:
+        for x, y, share in batches:
             x, y = x.to(device), y.to(device)
-            logits = model(x).mean(0)
-            loss = F.cross_entropy(logits, y)
-            if optimizers is not None:
-                full = loss + cost() if cost is not None else loss
-                for opt in optimizers:
-                    opt.zero_grad()
-                full.backward()
-                if clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                for opt in optimizers:
-                    opt.step()
+            if optimizers is None:
+                logits = model(x).mean(0)
+                loss = F.cross_entropy(logits, y)
+            else:
+                logits, loss = _train_step(model, x, y, optimizers, cost, clip, share)
             functional.reset_net(model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(-1) == y).sum())
@@ -156,41 +239,158 @@ def _run_epoch(model, loader, device, optimizers=None, cost=None, progress=None,
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{total_loss / count:.3f}", acc=f"{correct / count:.3f}")
+    return total_loss, correct, count
+
+
+def _global_means(sums, device) -> tuple[float, float]:
+    """(mean loss, accuracy) over all ranks from each rank's (loss sum, correct, count)."""
+    total_loss, correct, count = all_reduce_sums(sums, device)
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
+# ---------------------------------------------------------------- checkpoints
+
+
 def _save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``path.tmp``, then rename: readers see the old or the new file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by ``sj-spatial train`` (tensors and plain data only)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _rng_state(device: torch.device) -> dict:
+    """The random states a resumed run restores (numpy's as tensors, for weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints of sj-spatial 0.1 hold torch's only
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+#: What a checkpoint of ``sj-spatial train`` holds.
+CHECKPOINT_KEYS = ("model", "optimizers", "epoch", "history", "rng", "args")
+#: Options that define the model; a resumed run must use the checkpoint's values.
+MODEL_OPTIONS = ("hidden", "dim", "max_delay", "delay_scale", "dt")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint written by ``sj-spatial train`` (tensors and plain data only).
+
+    Raises FileNotFoundError when ``path`` does not exist and ValueError, naming the
+    file, when it is truncated, not a torch file, or not a checkpoint of this job.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SystemExit(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"cannot read checkpoint {path}: truncated, or not a file that torch.save wrote "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"cannot read checkpoint {path}: expected a dict with keys "
+            f"{', '.join(CHECKPOINT_KEYS)}, got a {type(state).__name__}"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"cannot read checkpoint {path}: not a checkpoint of sj-spatial train, it lacks "
+            f"{', '.join(missing)} (a bare state_dict?)"
+        )
+    return state
 
 
-def train(args) -> dict:
-    """Run the main job with parsed ``args``; returns the summary dict."""
+def _check_compatible(state: dict, path: Path, args) -> None:
+    saved = state["args"]
+    for name in MODEL_OPTIONS:
+        if name in saved and saved[name] != str(getattr(args, name)):
+            option = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"checkpoint {path} is of another model: it was written with {option} "
+                f"{saved[name]}, this run has {option} {getattr(args, name)}"
+            )
+
+
+def _resume(path: Path, model, optimizers, args, device) -> tuple[dict, int]:
+    """Restore model, optimisers and random states from ``path``; returns (history,
+    first epoch to run). Raises ValueError naming the file when it does not fit."""
+    state = load_checkpoint(path)
+    _check_compatible(state, path, args)
+    try:
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        details = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ValueError(f"checkpoint {path} does not fit this model: {details}") from exc
+    _set_rng_state(state["rng"], device)
+    return state["history"], state["epoch"] + 1
+
+
+def _checkpoint(model, optimizers, epoch: int, history: dict, args, device) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers],
+        "epoch": epoch,
+        "history": history,
+        "rng": _rng_state(device),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+
+
+# ---------------------------------------------------------------- the job
+
+
+def train(args) -> dict | None:
+    """Run the main job with parsed ``args``; returns the summary dict (None on the ranks
+    other than 0 of a torchrun job)."""
+    try:
+        world = world_from_env()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    _check_args(args, world or World())
+    device = _device(args.device, world)
+    with process_group(world, device):
+        return _train(args, world or World(), device)
+
+
+def _train(args, world: World, device: torch.device) -> dict | None:
+    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    _check_args(args)
-    args.logdir.mkdir(parents=True, exist_ok=True)
-    device = _device(args.device)
+    main = world.is_main
+    say = print if main else _silent
+    if main:
+        args.logdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    (train_set, test_set), source = _datasets(args)
-    model = recurrent_shd_model(
-        dt=args.dt,
-        hidden=args.hidden,
-        dim=args.dim,
-        max_delay=args.max_delay,
-        delay_scale=args.delay_scale,
-        backend=args.backend,
-    ).to(device)
+    (train_set, test_set), source = _datasets_in_turn(args, world)
+    model = _model(args).to(device)
     optimizers = _optimizers(model, args)
+    # The cost reads the parameters of the bare model; its gradients join DDP's in the
+    # same backward pass.
     cost = WiringCost(model, strength=args.wiring_cost) if args.wiring_cost > 0 else None
     history = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
     start_epoch = 0
@@ -198,63 +398,63 @@ def train(args) -> dict:
     if args.resume:
         if not checkpoint_path.exists():
             raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        history, start_epoch = state["history"], state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
-        print(f"resuming from {checkpoint_path} after epoch {start_epoch}")
-    print(f"data: {source}; train {len(train_set)}, test {len(test_set)} samples; device {device}")
+        try:
+            history, start_epoch = _resume(checkpoint_path, model, optimizers, args, device)
+        except ValueError as exc:
+            raise SystemExit(f"--resume: {exc}") from None
+        say(f"resuming from {checkpoint_path} after epoch {start_epoch}")
+    ranks = f"; {world.size} ranks" if world.size > 1 else ""
+    say(
+        f"data: {source}; train {len(train_set)}, test {len(test_set)} samples; "
+        f"device {device}{ranks}"
+    )
+    trained = wrap(model, device)
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(args.logdir))
-    topo = TopologyLogger(writer, model, nulls=5, seed=args.seed)
-    test_loader = torch.utils.data.DataLoader(test_set, args.batch_size, collate_fn=collate)
+    writer = SummaryWriter(str(args.logdir)) if main else None
+    topo = TopologyLogger(writer, model, nulls=5, seed=args.seed) if main else None
+    # Each rank evaluates its own part of the test set; the sums are added over ranks.
+    test_part = Subset(test_set, shard_range(len(test_set), world.rank, world.size))
+    test_loader = DataLoader(test_part, args.batch_size // world.size, collate_fn=collate)
     for epoch in range(start_epoch, args.epochs):
-        shuffle = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        train_loader = torch.utils.data.DataLoader(
-            train_set, args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate
-        )
         _anneal(optimizers, args, epoch)
+        batches, steps = _train_batches(train_set, args, world, epoch)
         t0 = time.perf_counter()
         with tqdm(
-            total=len(train_loader),
+            total=steps,
             desc=f"epoch {epoch + 1}/{args.epochs}",
-            disable=True if args.quiet else None,  # None: off when not a terminal
+            disable=True if args.quiet or not main else None,  # None: off when not a terminal
             leave=False,
         ) as bar:
-            train_loss, train_acc = _run_epoch(
-                model, train_loader, device, optimizers, cost, bar, args.clip or None
-            )
-        test_loss, test_acc = _run_epoch(model, test_loader, device)
+            sums = _run_epoch(trained, batches, device, optimizers, cost, bar, args.clip or None)
+        train_loss, train_acc = _global_means(sums, device)
+        tests = ((x, y, 1.0) for x, y in test_loader)
+        test_loss, test_acc = _global_means(_run_epoch(model, tests, device), device)
         for key, value in zip(history, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
-            writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+        if not main:
+            continue
+        for key, value in history.items():
+            writer.add_scalar(key.replace("_", "/", 1), value[-1], epoch + 1)
         topo.log(epoch + 1)
         writer.flush()
         print(
             f"epoch {epoch + 1}: train loss {train_loss:.3f} acc {train_acc:.3f} | "
             f"test loss {test_loss:.3f} acc {test_acc:.3f} ({time.perf_counter() - t0:.0f} s)"
         )
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers],
-                "epoch": epoch,
-                "history": history,
-                "rng": torch.get_rng_state(),
-                "args": {k: str(v) for k, v in vars(args).items()},
-            },
-            checkpoint_path,
-        )
-    topo.close()
-    summary = _summary(model, history, source, args)
-    (args.logdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (args.logdir / "summary.md").write_text(summary_table(summary) + "\n")
-    _figures(model, history, args.logdir)
+        _save_atomic(_checkpoint(model, optimizers, epoch, history, args, device), checkpoint_path)
+    summary = None
+    if main:
+        topo.close()
+        summary = _summary(model, history, source, args)
+        (args.logdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (args.logdir / "summary.md").write_text(summary_table(summary) + "\n")
+        _figures(model, history, args.logdir)
+    barrier()  # the other ranks end when the files are written
     return summary
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def _recurrent(model: nn.Module) -> SpatialRecurrentContainer:

@@ -2,6 +2,7 @@
 `--resume` continues from the saved epoch."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,134 @@ def test_resume_without_checkpoint_and_bad_options_fail_clearly(tmp_path, monkey
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="cannot read checkpoint"):
         run(["--logdir", str(bad.parent), "--resume"], monkeypatch, tmp_path)
+
+
+def _params(state):
+    return {k: v.clone() for k, v in state["model"].items()}
+
+
+def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_path, monkeypatch):
+    options = ["--data-root", str(tiny_shd), "--epochs", "3", "--wiring-cost", "0.01"]
+    options += ["--lr", "0.01"]
+    run([*options, "--logdir", str(tmp_path / "straight")], monkeypatch, tmp_path)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+
+    # Interrupt the same run while it trains epoch 2 (the third pass: train, test, train).
+    calls = []
+    run_epoch = cli._run_epoch
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_epoch(*args, **kwargs)
+
+    logdir = tmp_path / "resumed"
+    monkeypatch.setattr(cli, "_run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run([*options, "--logdir", str(logdir)], monkeypatch, tmp_path)
+    monkeypatch.setattr(cli, "_run_epoch", run_epoch)
+    assert torch.load(logdir / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    torch.manual_seed(123)  # the resumed run restores the random state it saved
+    run([*options, "--logdir", str(logdir), "--resume"], monkeypatch, tmp_path)
+    resumed = torch.load(logdir / "checkpoint.pt", weights_only=True)
+
+    assert resumed["history"] == straight["history"]
+    for name, value in _params(straight).items():
+        assert torch.equal(resumed["model"][name], value), name
+    for a, b in zip(
+        resumed["optimizers"][0]["state"].values(),
+        straight["optimizers"][0]["state"].values(),
+        strict=True,
+    ):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]) and a["step"] == b["step"]
+    groups = resumed["optimizers"][0]["param_groups"], straight["optimizers"][0]["param_groups"]
+    assert [g["lr"] for g in groups[0]] == [g["lr"] for g in groups[1]]
+    assert torch.equal(resumed["rng"]["torch"], straight["rng"]["torch"])
+
+
+def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    path = tmp_path / "rng.pt"
+    cli._save_atomic({"rng": cli._rng_state(torch.device("cpu"))}, path)
+    draws = torch.rand(3), np.random.rand(3), random.random()
+    cli._set_rng_state(torch.load(path, weights_only=True)["rng"], torch.device("cpu"))
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all()
+    assert draws[2] == again[2]
+
+
+@pytest.fixture()
+def checkpoint_dir(tiny_shd, tmp_path, monkeypatch):
+    logdir = tmp_path / "run"
+    run(
+        ["--data-root", str(tiny_shd), "--epochs", "1", "--logdir", str(logdir)],
+        monkeypatch,
+        tmp_path,
+    )
+    return logdir
+
+
+def test_unusable_checkpoints_raise_errors_that_name_the_file(checkpoint_dir, tmp_path):
+    good = checkpoint_dir / "checkpoint.pt"
+    cases = {
+        "truncated.pt": (good.read_bytes()[: good.stat().st_size // 2], "truncated"),
+        "notes.txt": (b"epoch 3 went well\n", "truncated, or not a file that torch.save"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=f"cannot read checkpoint {path}.*{message}"):
+            cli.load_checkpoint(path)
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match=f"{tensor}: expected a dict .* got a Tensor"):
+        cli.load_checkpoint(tensor)
+    bare = tmp_path / "bare.pt"
+    torch.save(torch.load(good, weights_only=True)["model"], bare)
+    with pytest.raises(ValueError, match=f"{bare}: not a checkpoint of sj-spatial train, it lacks"):
+        cli.load_checkpoint(bare)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        cli.load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_resume_from_another_model_fails_clearly(checkpoint_dir, tiny_shd, tmp_path, monkeypatch):
+    path = checkpoint_dir / "checkpoint.pt"
+    options = ["--data-root", str(tiny_shd), "--epochs", "2", "--resume"]
+    with pytest.raises(
+        SystemExit, match=f"{path} is of another model: .*--hidden 12, .*--hidden 16"
+    ):
+        run([*options, "--logdir", str(checkpoint_dir), "--hidden", "16"], monkeypatch, tmp_path)
+    # Without the recorded options the parameter shapes still tell.
+    state = torch.load(path, weights_only=True)
+    del state["args"]["hidden"]
+    torch.save(state, path)
+    with pytest.raises(SystemExit, match=f"{path} does not fit this model: .*size mismatch"):
+        run([*options, "--logdir", str(checkpoint_dir), "--hidden", "16"], monkeypatch, tmp_path)
+
+
+def test_failed_or_interrupted_saves_leave_the_last_checkpoint(
+    checkpoint_dir, tiny_shd, tmp_path, monkeypatch
+):
+    path = checkpoint_dir / "checkpoint.pt"
+    before = path.read_bytes()
+
+    def failing_save(obj, f):
+        Path(f).write_bytes(b"half a checkpo")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        cli._save_atomic({"epoch": 5}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and not (checkpoint_dir / "checkpoint.pt.tmp").exists()
+
+    # A leftover temporary file of a killed save does not disturb the next run.
+    (checkpoint_dir / "checkpoint.pt.tmp").write_bytes(b"half a checkpo")
+    options = ["--data-root", str(tiny_shd), "--epochs", "2", "--resume"]
+    run([*options, "--logdir", str(checkpoint_dir)], monkeypatch, tmp_path)
+    assert cli.load_checkpoint(path)["epoch"] == 1
+    assert not (checkpoint_dir / "checkpoint.pt.tmp").exists()
