@@ -445,10 +445,12 @@ def _train(args, world: World, device: torch.device) -> dict | None:
     summary = None
     if main:
         topo.close()
-        summary = _summary(model, history, source, args)
+        rec = _recurrent(model)
+        labels = topology.communities(rec.effective_weight().detach().cpu(), seed=args.seed)
+        summary = _summary(model, history, source, args, labels)
         (args.logdir / "summary.json").write_text(json.dumps(summary, indent=2))
         (args.logdir / "summary.md").write_text(summary_table(summary) + "\n")
-        _figures(model, history, args.logdir)
+        _figures(model, history, args.logdir, labels)
     barrier()  # the other ranks end when the files are written
     return summary
 
@@ -461,13 +463,13 @@ def _recurrent(model: nn.Module) -> SpatialRecurrentContainer:
     return next(m for m in model.modules() if isinstance(m, SpatialRecurrentContainer))
 
 
-def _summary(model, history, source, args) -> dict:
+def _summary(model, history, source, args, labels) -> dict:
     rec = _recurrent(model)
     positions = sum(
         p.numel() for m in model.modules() if isinstance(m, NeuronPositions) for p in m.parameters()
     )
     total = sum(p.numel() for p in model.parameters())
-    metrics = topology.analyze(rec, seed=args.seed, nulls=5)
+    metrics = topology.analyze(rec, seed=args.seed, nulls=5, labels=labels)
     return {
         "data": source,
         "epochs": len(history["test_acc"]),
@@ -500,7 +502,7 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _figures(model, history, logdir: Path) -> None:
+def _figures(model, history, logdir: Path, labels) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -509,7 +511,6 @@ def _figures(model, history, logdir: Path) -> None:
     rec = _recurrent(model)
     weight = rec.effective_weight().detach().cpu().numpy()
     pos = rec.positions.positions.detach().cpu().numpy()
-    labels = topology.communities(weight) if hasattr(topology, "communities") else None
     image = position_figure(weight, pos, pos, labels=labels, title="recurrent layer")
     plt.imsave(logdir / "positions.png", image)
 
