@@ -334,13 +334,13 @@ def _malformed(path: Path, case: str) -> None:
             rows = np.empty(3, dtype=object)
             rows[:] = [
                 np.array([1.0, 2.0], np.float32),
-                np.array([3.0, 4.0], np.float32),
+                np.array([3.0, 4.5], np.float32),
                 np.array([5.0], np.float32),
             ]
             f.create_dataset("spikes/units", data=rows, dtype=h5py.vlen_dtype(np.float32))
         elif case == "labels not integers":
             del f["labels"]
-            f.create_dataset("labels", data=np.array([1.0, 2.0, 3.0]))
+            f.create_dataset("labels", data=np.array([1.0, 2.5, 3.0]))
 
 
 MALFORMED = {
@@ -352,8 +352,8 @@ MALFORMED = {
     "missing labels": "/labels is missing",
     "sample counts differ": "/labels has 2",
     "times not variable-length": "/spikes/times must be a variable-length array",
-    "units not integers": "/spikes/units must hold integer",
-    "labels not integers": "/labels must hold integers",
+    "units not integers": "sample 1 has unit 4.5 in /spikes/units; channels must be whole",
+    "labels not integers": "sample 1 has label 2.5 in /labels; classes must be whole",
 }
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import mmap
 import operator
 import os
 import shutil
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,12 @@ EDGE_TOLERANCE = 1e-9
 CHUNK = 1024
 CACHE_VERSION = 1
 _CACHE_FIELDS = ("offsets", "index", "labels", "speakers", "meta")
-_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+_CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error)
+#: Smallest global heap collection HDF5 writes (bytes).
+_HEAP_MIN_SIZE = 4096
+#: What h5py raises on a damaged file (HDF5's own errors come as OSError or RuntimeError).
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+_ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -94,16 +101,20 @@ def _stem(train: bool) -> str:
 
 def uncompressed(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """The ``.h5`` file itself, or a ``.h5.gz`` / ``.h5.zip`` decompressed once into
-    ``cache_dir`` (atomically, under a name keyed by the archive's size and mtime)."""
+    ``cache_dir`` (atomically, under a name keyed by the archive's size and mtime).
+
+    A decompressed copy whose size differs from the one the archive declares (a damaged
+    cache) is decompressed again. A damaged archive raises :class:`SHDFormatError`.
+    """
     path = Path(path)
     if path.name.endswith(".h5"):
         return path
     stem = path.name.split(".h5")[0]
     cache_dir = _cache_folder(cache_dir)
     target = cache_dir / f"{stem}-{cache_key(file_identity(path))}.h5"
-    if target.is_file():
-        return target
     try:
+        if target.is_file() and target.stat().st_size == _declared_size(path, stem):
+            return target
         with atomic_path(target) as tmp, open(tmp, "wb") as out:
             if path.name.endswith(".gz"):
                 with gzip.open(path, "rb") as src:
@@ -114,9 +125,25 @@ def uncompressed(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
                     archive.open(_zip_member(archive, path, stem)) as src,
                 ):
                     shutil.copyfileobj(src, out, 1 << 20)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot decompress ({type(exc).__name__}: {exc})") from exc
+    except _ARCHIVE_ERRORS as exc:
+        raise SHDFormatError(
+            path, f"cannot decompress ({type(exc).__name__}: {exc}); the archive is damaged"
+        ) from exc
     return target
+
+
+def _declared_size(path: Path, stem: str) -> int | None:
+    """Size of the decompressed file as the archive records it: the zip member's size, or
+    a gzip file's last four bytes (the size modulo 2**32, exact for single-member files)."""
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 18:  # header + trailer of the smallest gzip file
+                return None
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    with zipfile.ZipFile(path) as archive:
+        return archive.getinfo(_zip_member(archive, path, stem)).file_size
 
 
 def _cache_folder(cache_dir: str | os.PathLike | None) -> Path:
@@ -127,18 +154,40 @@ def _zip_member(archive: zipfile.ZipFile, path: Path, stem: str) -> str:
     for name in archive.namelist():
         if os.path.basename(name) == stem + ".h5":
             return name
-    raise ValueError(f"{path}: the archive holds no {stem}.h5, only {archive.namelist()}")
+    raise SHDFormatError(path, f"the archive holds no {stem}.h5, only {archive.namelist()}")
 
 
 # ---------------------------------------------------------------- reading and checking
 
 
+class SHDFormatError(ValueError):
+    """A file that is not readable SHD. The message starts with the file, and ``path`` is
+    it (a string); for an archive, ``path`` is the archive and ``copy`` the decompressed
+    file that was read (else None). ``sample`` is the index of the sample at fault, or
+    None when the fault is not one sample's (a missing dataset, a wrong dtype, damage)."""
+
+    def __init__(self, path, message: str, sample: int | None = None):
+        # ``path`` may be a pair (archive, decompressed copy).
+        path, copy = path if isinstance(path, tuple) else (path, None)
+        self.path, self.copy = str(path), None if copy is None else str(copy)
+        self.sample = sample
+        self.detail = message
+        where = self.path if copy is None else f"{self.path} (decompressed to {self.copy})"
+        where += f": sample {sample} " if sample is not None else ": "
+        super().__init__(where + message)
+
+    def __reduce__(self):
+        return type(self), ((self.path, self.copy), self.detail, self.sample)
+
+
 def read_shd(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> SpikeEvents:
     """Read and check samples ``start:stop`` of an uncompressed SHD ``.h5`` file.
 
-    Raises FileNotFoundError when the file is missing and ValueError, naming the file and
-    the sample, when it is not SHD: missing datasets, wrong dtypes, mismatched lengths,
-    units outside ``0..699``, negative or non-finite times, labels outside ``0..19``.
+    Raises FileNotFoundError when the file is missing and :class:`SHDFormatError` (a
+    ValueError) naming the file, and the sample where one is at fault, when it is not
+    SHD: not HDF5, truncated or damaged, missing datasets, wrong dtypes, mismatched
+    lengths, units that are not whole numbers in ``0..699``, negative or non-finite times,
+    labels that are not whole numbers in ``0..19``.
     """
     path = Path(path)
     check_int("start", start, minimum=0)
@@ -146,123 +195,229 @@ def read_shd(path: str | os.PathLike, start: int = 0, stop: int | None = None) -
         check_int("stop", stop, minimum=0)
     if not path.is_file():
         raise FileNotFoundError(f"SHD file {str(path)!r} does not exist")
+    _check_heaps(path, path)
     with _open(path) as f:
         return _read_block(f, path, start, stop)
 
 
-def _open(path: Path) -> h5py.File:
+def _open(path: Path, where=None) -> h5py.File:
+    where = path if where is None else where
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        size = path.stat().st_size
+        what = "an empty file" if size == 0 else f"not a readable HDF5 file ({exc})"
+        raise SHDFormatError(where, what) from exc
 
 
-def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
-    obj = f.get(name)
+def _check_heaps(path: Path, where) -> None:
+    """Raise when a global heap collection of the file (where HDF5 keeps variable-length
+    data) holds an object of size 0 in its object list: HDF5 would loop forever reading it.
+    Zeros written over part of a file (a preallocated file whose copy was interrupted, a
+    damaged disk) leave exactly that."""
+    try:
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return  # empty or unmappable: opening it reports what is wrong
+    with data:
+        spot = _zero_heap_object(data)
+    if spot is not None:
+        raise SHDFormatError(
+            where,
+            f"the variable-length data at byte {spot} are zeroed or damaged (a global heap "
+            "object of size 0); the file is damaged",
+        )
+
+
+def _zero_heap_object(data) -> int | None:
+    """Byte offset of the first size-0 object of a global heap collection, or None. Only
+    collections found by walking from one to the next are read, so the spike data inside
+    them (which may contain the signature by chance) are skipped."""
+    pos = 0
+    while (start := data.find(b"GCOL", pos)) >= 0:
+        pos = start + 1
+        if data[start + 4 : start + 8] != b"\x01\x00\x00\x00":  # version 1, reserved
+            continue
+        end = start + int.from_bytes(data[start + 8 : start + 16], "little")
+        if end - start < _HEAP_MIN_SIZE or end > len(data):
+            continue  # not a collection, or one HDF5 reports as bad itself
+        p = start + 16
+        while p + 16 <= end:  # a 16-byte header per object: index, count, size
+            index = int.from_bytes(data[p : p + 2], "little")
+            length = int.from_bytes(data[p + 8 : p + 16], "little")
+            step = length if index == 0 else 16 + -(-length // 8) * 8
+            if step == 0:
+                return p
+            p += step
+        pos = end
+    return None
+
+
+def _lookup(f: h5py.File, where, name: str):
+    """``f.get(name)``; an error in the file's own structure (a damaged file) names it."""
+    parent = name.rsplit("/", 1)[0] if "/" in name else None
+    try:
+        parent_is_dataset = parent is not None and isinstance(f.get(parent), h5py.Dataset)
+        obj = None if parent_is_dataset else f.get(name)
+    except _H5_ERRORS as exc:
+        raise SHDFormatError(
+            where, f"cannot read /{name} ({type(exc).__name__}: {exc}); the file is damaged"
+        ) from exc
+    if parent_is_dataset:
+        raise SHDFormatError(where, f"/{parent} is a dataset; an SHD file has a group /{parent}")
+    return obj
+
+
+def _dataset(f: h5py.File, where, name: str) -> h5py.Dataset:
+    obj = _lookup(f, where, name)
     if not isinstance(obj, h5py.Dataset):
         what = "missing" if obj is None else f"a {type(obj).__name__}, not a dataset"
-        raise ValueError(
-            f"{path}: /{name} is {what}; an SHD file holds the datasets /spikes/times, "
-            "/spikes/units and /labels"
+        raise SHDFormatError(
+            where,
+            f"/{name} is {what}; an SHD file holds the datasets /spikes/times, "
+            "/spikes/units and /labels",
         )
     if obj.ndim != 1:
-        raise ValueError(
-            f"{path}: /{name} must be 1-D (one entry per sample), got shape {obj.shape}"
+        raise SHDFormatError(
+            where, f"/{name} must be 1-D (one entry per sample), got shape {obj.shape}"
         )
     return obj
 
 
-def _vlen(f: h5py.File, path: Path, name: str, kinds: str, what: str) -> h5py.Dataset:
-    ds = _dataset(f, path, name)
+def _vlen(f: h5py.File, where, name: str, kinds: str, what: str) -> h5py.Dataset:
+    ds = _dataset(f, where, name)
     base = h5py.check_vlen_dtype(ds.dtype)
     if base is None:
-        raise ValueError(
-            f"{path}: /{name} must be a variable-length array (one array per sample), "
-            f"got dtype {ds.dtype}"
+        raise SHDFormatError(
+            where,
+            f"/{name} must be a variable-length array (one array per sample), got dtype {ds.dtype}",
         )
-    if base.kind not in kinds:
-        raise ValueError(f"{path}: /{name} must hold {what}, got dtype {base}")
+    if not isinstance(base, np.dtype) or base.kind not in kinds:
+        shown = base.__name__ if isinstance(base, type) else base
+        raise SHDFormatError(where, f"/{name} must hold {what}, got {shown}")
     return ds
 
 
-def _integers(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
-    ds = _dataset(f, path, name)
-    if ds.dtype.kind not in "iu":
-        raise ValueError(f"{path}: /{name} must hold integers, got dtype {ds.dtype}")
+def _numbers(f: h5py.File, where, name: str) -> h5py.Dataset:
+    ds = _dataset(f, where, name)
+    if ds.dtype.kind not in "iuf":
+        raise SHDFormatError(where, f"/{name} must hold integers, got dtype {ds.dtype}")
     return ds
 
 
-def _num_samples(f: h5py.File, path: Path) -> int:
+def _num_samples(f: h5py.File, where) -> int:
     sizes = {
-        name: len(_dataset(f, path, name)) for name in ("spikes/times", "spikes/units", "labels")
+        name: len(_dataset(f, where, name)) for name in ("spikes/times", "spikes/units", "labels")
     }
     if len(set(sizes.values())) != 1:
         listed = ", ".join(f"/{name} has {n}" for name, n in sizes.items())
-        raise ValueError(f"{path}: datasets disagree on the number of samples: {listed}")
+        raise SHDFormatError(where, f"datasets disagree on the number of samples: {listed}")
     return sizes["labels"]
 
 
-def _flatten(ds: h5py.Dataset, start: int, stop: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated values ``[S]`` and per-sample lengths ``[N]`` of a vlen slice."""
-    rows = ds[start:stop]
+def _rows(ds: h5py.Dataset, where, start: int, stop: int) -> np.ndarray:
+    """``ds[start:stop]``; a read error (a truncated or damaged file) names the file."""
+    try:
+        return ds[start:stop]
+    except (*_H5_ERRORS, MemoryError) as exc:
+        raise SHDFormatError(
+            where,
+            f"cannot read samples {start}..{stop - 1} of {ds.name} ({type(exc).__name__}: "
+            f"{exc}); the file is truncated or damaged",
+        ) from exc
+
+
+def _flatten(ds: h5py.Dataset, where, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated values ``[S]`` (the file's dtype) and per-sample lengths ``[N]``."""
+    rows = _rows(ds, where, start, stop)
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     if lengths.sum() == 0:
-        return np.zeros(0, dtype), lengths
-    return np.concatenate(rows).astype(dtype, copy=False), lengths
+        return np.zeros(0, h5py.check_vlen_dtype(ds.dtype)), lengths
+    return np.concatenate(rows), lengths
 
 
-def _read_block(f: h5py.File, path: Path, start: int, stop: int | None) -> SpikeEvents:
-    n = _num_samples(f, path)
+def _read_block(f: h5py.File, where, start: int, stop: int | None) -> SpikeEvents:
+    n = _num_samples(f, where)
     stop = n if stop is None else min(stop, n)
-    times_ds = _vlen(f, path, "spikes/times", "f", "floating-point spike times (seconds)")
-    units_ds = _vlen(f, path, "spikes/units", "iu", "integer channel numbers")
-    labels = _integers(f, path, "labels")[start:stop].astype(np.int64)
-    speakers = _speakers(f, n, start, stop)
-    times, time_counts = _flatten(times_ds, start, stop, np.float64)
-    units, unit_counts = _flatten(units_ds, start, stop, np.int64)
+    stop = max(stop, start)
+    times_ds = _vlen(f, where, "spikes/times", "f", "floating-point spike times (seconds)")
+    units_ds = _vlen(f, where, "spikes/units", "iuf", "channel numbers")
+    labels_ds = _numbers(f, where, "labels")
+    times, time_counts = _flatten(times_ds, where, start, stop)
+    units, unit_counts = _flatten(units_ds, where, start, stop)
+    labels = _rows(labels_ds, where, start, stop)
     bad = np.flatnonzero(time_counts != unit_counts)
     if bad.size:
         i = bad[0]
-        raise ValueError(
-            f"{path}: sample {start + i} has {time_counts[i]} spike times in /spikes/times but "
-            f"{unit_counts[i]} units in /spikes/units"
+        raise SHDFormatError(
+            where,
+            f"has {time_counts[i]} spike times in /spikes/times but {unit_counts[i]} units "
+            "in /spikes/units",
+            sample=start + int(i),
         )
     offsets = np.concatenate(([0], np.cumsum(time_counts)))
-    events = SpikeEvents(times, units, offsets, labels, speakers)
-    _check_values(events, path, start)
-    return events
+    _check_values(times, units, labels, offsets, where, start)
+    return SpikeEvents(
+        times.astype(np.float64),
+        units.astype(np.int64),
+        offsets,
+        labels.astype(np.int64),
+        _speakers(f, n, start, stop),
+    )
 
 
 def _speakers(f: h5py.File, n: int, start: int, stop: int) -> np.ndarray | None:
-    """``/extra/speaker[start:stop]``; None unless it is a 1-D integer array, one per sample
-    (the speaker is metadata: the frames and labels do not depend on it)."""
-    ds = f.get("extra/speaker")
-    if not isinstance(ds, h5py.Dataset) or ds.shape != (n,) or ds.dtype.kind not in "iu":
+    """``/extra/speaker[start:stop]``; None unless it is a readable 1-D integer array, one
+    per sample (the speaker is metadata: the frames and labels do not depend on it)."""
+    try:
+        ds = f.get("extra/speaker")
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (n,) or ds.dtype.kind not in "iu":
+            return None
+        return ds[start:stop].astype(np.int64)
+    except _H5_ERRORS:
         return None
-    return ds[start:stop].astype(np.int64)
 
 
-def _check_values(events: SpikeEvents, path: Path, start: int) -> None:
+def _not_whole(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Indices of entries that are not whole numbers in ``low..high - 1``."""
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.floor(values))
+        bad |= ~(values >= low) | ~(values < high)
+    else:
+        bad = (values < low) | (values >= high)
+    return np.flatnonzero(bad)
+
+
+def _check_values(times, units, labels, offsets, where, start: int) -> None:
     def sample_of(spike: int) -> int:
-        return start + int(np.searchsorted(events.offsets, spike, side="right")) - 1
+        return start + int(np.searchsorted(offsets, spike, side="right")) - 1
 
-    bad = np.flatnonzero((events.units < 0) | (events.units >= NUM_CHANNELS))
+    bad = _not_whole(units, 0, NUM_CHANNELS)
     if bad.size:
-        raise ValueError(
-            f"{path}: sample {sample_of(bad[0])} has unit {events.units[bad[0]]} in "
-            f"/spikes/units; channels must be 0..{NUM_CHANNELS - 1}"
+        raise SHDFormatError(
+            where,
+            f"has unit {units[bad[0]]} in /spikes/units; channels must be whole numbers "
+            f"0..{NUM_CHANNELS - 1}",
+            sample=sample_of(bad[0]),
         )
-    bad = np.flatnonzero(~np.isfinite(events.times) | (events.times < 0))
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(times) | ~(times >= 0))
     if bad.size:
-        raise ValueError(
-            f"{path}: sample {sample_of(bad[0])} has spike time {events.times[bad[0]]} in "
-            "/spikes/times; times must be finite and >= 0 (seconds)"
+        raise SHDFormatError(
+            where,
+            f"has spike time {times[bad[0]]} in /spikes/times; times must be finite and "
+            ">= 0 (seconds)",
+            sample=sample_of(bad[0]),
         )
-    bad = np.flatnonzero((events.labels < 0) | (events.labels >= NUM_CLASSES))
+    bad = _not_whole(labels, 0, NUM_CLASSES)
     if bad.size:
-        raise ValueError(
-            f"{path}: sample {start + bad[0]} has label {events.labels[bad[0]]} in /labels; "
-            f"classes must be 0..{NUM_CLASSES - 1}"
+        raise SHDFormatError(
+            where,
+            f"has label {labels[bad[0]]} in /labels; classes must be whole numbers "
+            f"0..{NUM_CLASSES - 1}",
+            sample=start + int(bad[0]),
         )
 
 
@@ -326,20 +481,35 @@ def collate(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _build(source: Path, cache_dir: Path, dt: float, num_steps: int) -> dict:
-    """Read, check and bin a whole file, ``CHUNK`` samples at a time (only the binned
-    spikes of the chunks already read are kept in memory)."""
+    """Read, check and bin a whole file (an archive is decompressed first)."""
     path = uncompressed(source, cache_dir)
+    if path == source:
+        return _bin_file(path, path, dt, num_steps)
+    # Errors name the file the user gave, then the decompressed copy.
+    where = (source, path)
+    try:
+        return _bin_file(path, where, dt, num_steps)
+    except SHDFormatError:
+        # The copy itself may be what is damaged: decompress again and read that.
+        path.unlink(missing_ok=True)
+        return _bin_file(uncompressed(source, cache_dir), where, dt, num_steps)
+
+
+def _bin_file(path: Path, where, dt: float, num_steps: int) -> dict:
+    """Read, check and bin a whole ``.h5`` file, ``CHUNK`` samples at a time (only the
+    binned spikes of the chunks already read are kept in memory)."""
     index, kept, labels, speakers, num_spikes = [], [], [], [], 0
-    with _open(path) as f:
-        for lo in range(0, _num_samples(f, path), CHUNK):
-            block = _read_block(f, path, lo, lo + CHUNK)
+    _check_heaps(path, where)
+    with _open(path, where) as f:
+        for lo in range(0, _num_samples(f, where), CHUNK):
+            block = _read_block(f, where, lo, lo + CHUNK)
             block_index, offsets = bin_events(block, dt, num_steps)
             index.append(block_index)
             kept.append(np.diff(offsets))
             labels.append(block.labels)
             speakers.append(block.speakers)
             num_spikes += len(block.times)
-    has_speakers = bool(speakers) and speakers[0] is not None
+    has_speakers = bool(speakers) and all(s is not None for s in speakers)
     index = np.concatenate(index) if index else np.zeros(0, _index_dtype(num_steps))
     return {
         "offsets": np.concatenate(([0], np.cumsum(np.concatenate(kept or [[]])))).astype(np.int64),
@@ -369,11 +539,8 @@ def _save(target: Path, record: dict, arrays: dict) -> None:
     }
     payload = {name: arrays[name] for name in _CACHE_FIELDS if name != "meta"}
     payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as out:
-            np.savez(out, **payload)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **payload)
 
 
 def _load(target: Path, record: dict) -> dict | None:
@@ -384,26 +551,31 @@ def _load(target: Path, record: dict) -> dict | None:
         with np.load(target, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in _CACHE_FIELDS}
         meta = json.loads(arrays.pop("meta").tobytes().decode())
+        if not isinstance(meta, dict) or meta.get("key") != record:
+            return None
+        arrays["has_speakers"] = bool(meta["has_speakers"])
+        arrays["num_dropped"] = int(meta["num_dropped"])
     except _CACHE_ERRORS:
         return None
-    if not isinstance(meta, dict) or meta.get("key") != record:
-        return None
-    arrays["has_speakers"] = bool(meta.get("has_speakers"))
-    arrays["num_dropped"] = int(meta.get("num_dropped", 0))
     return arrays if _consistent(arrays, record["T"]) else None
 
 
 def _consistent(arrays: dict, num_steps: int) -> bool:
+    """Whether cached arrays have the shapes, dtypes and ranges that ``_build`` writes."""
     offsets, index, labels = arrays["offsets"], arrays["index"], arrays["labels"]
+    speakers = arrays["speakers"]
+    if not all(a.ndim == 1 and a.dtype.kind in "iu" for a in (offsets, index, labels, speakers)):
+        return False
     n = len(labels)
     return (
-        offsets.ndim == 1
-        and len(offsets) == n + 1
+        len(offsets) == n + 1
         and offsets[0] == 0
         and bool(np.all(np.diff(offsets) >= 0))
         and offsets[-1] == len(index)
         and (len(index) == 0 or (index.min() >= 0 and index.max() < num_steps * NUM_CHANNELS))
-        and len(arrays["speakers"]) == (n if arrays["has_speakers"] else 0)
+        and (n == 0 or (labels.min() >= 0 and labels.max() < NUM_CLASSES))
+        and len(speakers) == (n if arrays["has_speakers"] else 0)
+        and arrays["num_dropped"] >= 0
     )
 
 
@@ -473,12 +645,22 @@ class SHD(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _position(self, i: int) -> int:
         i = operator.index(i)
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"sample index {i} out of range for {n} samples")
-        i %= n
+        return i % n
+
+    def binned(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The spikes of sample ``i`` inside the window: time steps ``[S]`` (``0..T-1``) and
+        channels ``[S]`` (``0..699``), int64, in the file's order."""
+        i = self._position(i)
+        index = self._index[self._offsets[i] : self._offsets[i + 1]].astype(np.int64)
+        return index // NUM_CHANNELS, index % NUM_CHANNELS
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = self._position(i)
         index = self._index[self._offsets[i] : self._offsets[i + 1]]
         frames = torch.from_numpy(frames_from_index(index, self.num_steps, self.binary))
         label = int(self.labels[i])

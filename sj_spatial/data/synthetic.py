@@ -196,18 +196,38 @@ def ensure_synthetic_shd(
     **options,
 ) -> tuple[Path, Path]:
     """:func:`make_synthetic_shd` once: reuse the files in ``root`` when a previous call
-    with the same arguments completed, otherwise (re)build them. Returns the two paths."""
+    with the same arguments completed and they are still the files it wrote (same size
+    and modification time), otherwise (re)build them. Returns the two paths."""
     config = _check(SyntheticConfig(num_train=num_train, num_test=num_test, seed=seed, **options))
     root = Path(root).expanduser()
     paths = root / "shd_train.h5", root / "shd_test.h5"
     manifest = root / MANIFEST
-    wanted = json.dumps(asdict(config), sort_keys=True)
-    if all(p.is_file() for p in paths) and manifest.is_file() and manifest.read_text() == wanted:
+    wanted = _manifest(config, paths)
+    if wanted is not None and _recorded(manifest) == wanted:
         return paths
-    if manifest.is_file():
-        manifest.unlink()
+    manifest.unlink(missing_ok=True)
     make_synthetic_shd(root, **asdict(config))
     # The manifest is written last: an interrupted build leaves none and is redone.
     with atomic_path(manifest) as tmp:
-        tmp.write_text(wanted)
+        tmp.write_text(json.dumps(_manifest(config, paths), sort_keys=True))
     return paths
+
+
+def _manifest(config: SyntheticConfig, paths) -> dict | None:
+    """What a completed build records: the configuration and each file's size and mtime
+    (None when a file is missing)."""
+    files = {}
+    for path in paths:
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"config": asdict(config), "files": files}
+
+
+def _recorded(manifest: Path):
+    """The manifest's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(manifest.read_bytes().decode())
+    except (OSError, ValueError):
+        return None
