@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from . import __version__, topology
 from .callbacks import TopologyLogger, position_figure
 from .cost import WiringCost
-from .data import builtin_shd_root, collate, shd_splits
+from .data import AugmentedSHD, builtin_shd_root, collate, shd_splits
 from .distributed import (
     ShardedBatchSampler,
     World,
@@ -99,6 +99,12 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="use a fixed random subset of this many samples per split",
+    )
+    add(
+        "--augment",
+        action="store_true",
+        help="the paper's training augmentation: random channel shift (up to 40) of every "
+        "sample, plus as many same-class blends per epoch (doubles the epoch)",
     )
     add("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -387,6 +393,9 @@ def _train(args, world: World, device: torch.device) -> dict | None:
         args.logdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     (train_set, test_set), source = _datasets_in_turn(args, world)
+    if args.augment:
+        train_set = AugmentedSHD(train_set, seed=args.seed)
+        source += ", augmented (shift + blend)"
     model = _model(args).to(device)
     optimizers = _optimizers(model, args)
     # The cost reads the parameters of the bare model; its gradients join DDP's in the
@@ -417,6 +426,8 @@ def _train(args, world: World, device: torch.device) -> dict | None:
     test_loader = DataLoader(test_part, args.batch_size // world.size, collate_fn=collate)
     for epoch in range(start_epoch, args.epochs):
         _anneal(optimizers, args, epoch)
+        if args.augment:
+            train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
         batches, steps = _train_batches(train_set, args, world, epoch)
         t0 = time.perf_counter()
         with tqdm(

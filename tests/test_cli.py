@@ -90,6 +90,16 @@ def test_resume_continues_from_the_saved_epoch(tiny_shd, tmp_path, monkeypatch, 
     assert len(second["history"]["test_acc"]) == 2
 
 
+def test_augment_doubles_the_training_set_with_blends(tiny_shd, tmp_path, monkeypatch, capsys):
+    logdir = tmp_path / "aug"
+    options = ["--data-root", str(tiny_shd), "--epochs", "1", "--logdir", str(logdir)]
+    run([*options, "--augment"], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert "augmented (shift + blend); train 96, test 24 samples" in out
+    summary = json.loads((logdir / "summary.json").read_text())
+    assert summary["data"].endswith("augmented (shift + blend)")
+
+
 def test_resume_without_checkpoint_and_bad_options_fail_clearly(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no checkpoint"):
         run(["--logdir", str(tmp_path / "none"), "--resume"], monkeypatch, tmp_path)
