@@ -1,4 +1,11 @@
-"""The delayed synapse as pure functions: one autograd contract, backend chosen here."""
+"""The delayed synapse as pure functions: one autograd contract, backend chosen here.
+
+Dtypes: outside ``torch.autocast`` the input and the weight must share a dtype (as in
+``nn.Linear``). Under autocast the delayed matmul is a lower-precision op like
+``nn.Linear``: its output, bias included, has the autocast dtype; the dense reference
+convolves in that dtype, the numba and CuPy kernels accumulate in float32 and round the
+output once. Delays and fractions stay in float32 (see :mod:`sj_spatial.delays`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from . import backends
-from .delays import delay_taps
+from .delays import autocast_dtype, delay_taps
 
 
 def num_taps(max_delay: int) -> int:
@@ -34,9 +41,35 @@ class _Synapses:
             self.num_taps,
             t_out,
         )
-        if self.bias is not None:
-            y = y + self.bias
+        bias = self.bias
+        amp = matmul_dtype(x, self.weight)
+        if amp is not None:  # as nn.Linear under autocast: output and bias in that dtype
+            y = y.to(amp)
+            bias = None if bias is None else bias.to(amp)
+        if bias is not None:
+            y = y + bias
         return y.reshape(t_out, *batch, self.weight.shape[0])
+
+
+def matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` gives the delayed matmul of ``x`` and ``weight``, or None.
+
+    None outside autocast on ``x``'s device and, as autocast leaves float64 alone, when
+    ``x`` or ``weight`` is float64.
+    """
+    if torch.float64 in (x.dtype, weight.dtype):
+        return None
+    return autocast_dtype(x.device.type)
+
+
+def check_dtypes(x: torch.Tensor, weight: torch.Tensor, name: str = "x") -> None:
+    """Outside ``torch.autocast``, raise TypeError unless ``x`` and ``weight`` share a dtype."""
+    if x.dtype != weight.dtype and matmul_dtype(x, weight) is None:
+        raise TypeError(
+            f"input {name} has dtype {x.dtype} but the synapse weight has dtype {weight.dtype}; "
+            f"outside torch.autocast they must match: convert the input ({name}.to("
+            f"{weight.dtype})) or the layer (layer.to({x.dtype})), or run under torch.autocast"
+        )
 
 
 def delayed_linear(
@@ -55,8 +88,9 @@ def delayed_linear(
     ``x``: ``[T, *batch, in]``, zero before its first step; ``delays``: ``[out, in]`` in
     time steps, already clamped to ``max_delay``. Returns the last ``t_out`` (default
     ``T``) steps of ``y[t] = bias + sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])``,
-    shape ``[t_out, *batch, out]``.
+    shape ``[t_out, *batch, out]``, in ``x``'s dtype (the autocast dtype under autocast).
     """
+    check_dtypes(x, weight)
     synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
     return synapses(x, x.shape[0] if t_out is None else t_out)
 
@@ -77,18 +111,23 @@ def delayed_recurrence(
 
     ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``. ``history`` holds
     the outputs before ``x[0]`` (chronological, at most ``max_delay + 2`` steps of
-    ``[*batch, n]``). Returns ``(s, history)``: ``s`` is ``[T, *batch, n]``.
+    ``[*batch, n]``). Returns ``(s, history)``: ``s`` is ``[T, *batch, n]``. Under
+    autocast ``r`` has the autocast dtype and ``s`` the dtype ``step`` gives ``x[t] + r[t]``
+    (float32 for a float32 ``x``).
     """
+    check_dtypes(x, weight)
     synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
     keep = synapses.num_taps
     if backend == "cupy" and history is None:
         fused = _fused_lif(x, step, synapses)
         if fused is not None:
             return fused, fused[-keep:]
+    amp = matmul_dtype(x, weight)
+    first = bias if bias is None or amp is None else bias.to(amp)  # r[0] without a history
     outputs = []
     for x_t in x:
         # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k].
-        r = bias if history is None else synapses(history, 1)[0]
+        r = first if history is None else synapses(history, 1)[0]
         s = step(x_t if r is None else x_t + r)
         outputs.append(s)
         history = s[None] if history is None else torch.cat((history[1 - keep :], s[None]))

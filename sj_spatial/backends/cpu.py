@@ -8,7 +8,9 @@ times the input row shifted by ``k`` steps and ``w f`` times it shifted by ``k +
 steps before the input's first are zeros, neither stored nor read. The backward has the
 same structure: the input gradient is the transposed gather (one row per input neuron),
 and the weight and fraction gradients are two dot products per synapse over the same
-rows. float32 and float64 run here; other dtypes fall back to :mod:`.dense`.
+rows. Arithmetic is in float32 or float64: ``x``'s dtype, or the weight's when ``x`` is
+float16/bfloat16 (the output is then rounded back to ``x``'s dtype, as under autocast);
+when neither is float32/float64 the call falls back to :mod:`.dense`.
 
 Skipped work: pruned synapses (weight exactly 0), the second tap of integer delays
 (``f == 0``, the forward and input gradient) and every read of steps before the input's
@@ -275,27 +277,27 @@ class _DelayedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, taps, frac, num_taps, t_out):
         t_in, n, n_in = x.shape
-        dtype = x.dtype
+        dtype = compute_dtype(x, weight)
         first, o0 = _window(t_in, t_out, num_taps)
         # Rows per input neuron: [in, (t_in - first) * N], time-major blocks of N.
-        xp = _transpose(x.detach()[first:].reshape(-1, n_in))
+        xp = _transpose(x.detach()[first:].reshape(-1, n_in).to(dtype))
         w = weight.detach().to(dtype)
         f = frac.detach().to(dtype)
         k = taps.detach().contiguous()
         cb = w * f  # weight of the tap one step further back
         ca = w - cb
-        y = x.new_zeros(weight.shape[0], t_out * n)
+        y = x.new_zeros(weight.shape[0], t_out * n, dtype=dtype)
         parallel, block = _schedule(w.numel() * y.shape[1], w.shape[0])
         kernel = _forward_parallel if parallel else _forward_serial
         kernel(xp.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, y.numpy(), block)
         ctx.save_for_backward(xp, w, k, f)
-        ctx.sizes = (t_in, n, first, o0, t_out, weight.dtype, frac.dtype)
-        return _transpose(y).view(t_out, n, -1)
+        ctx.sizes = (t_in, n, first, o0, t_out, x.dtype, weight.dtype, frac.dtype)
+        return _transpose(y).view(t_out, n, -1).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_y):
         xp, w, k, f = ctx.saved_tensors
-        t_in, n, first, o0, t_out, w_dtype, f_dtype = ctx.sizes
+        t_in, n, first, o0, t_out, x_dtype, w_dtype, f_dtype = ctx.sizes
         need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
         n_out, n_in = w.shape
         g = _transpose(grad_y.to(xp.dtype).reshape(t_out * n, n_out))
@@ -308,7 +310,7 @@ class _DelayedMatmul(torch.autograd.Function):
             gxp = torch.zeros_like(xp)
             kernel = _grad_input_parallel if parallel else _grad_input_serial
             kernel(g.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
-            grad_x = _transpose(gxp).view(-1, n, n_in)
+            grad_x = _transpose(gxp).view(-1, n, n_in).to(x_dtype)
             if first > 0:  # steps before the window get no gradient
                 grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
         if need_w or need_f:
@@ -322,6 +324,11 @@ class _DelayedMatmul(torch.autograd.Function):
         return grad_x, grad_w, None, grad_f, None, None
 
 
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """``x``'s dtype when float32/float64, else the weight's (float16/bfloat16 inputs)."""
+    return x.dtype if x.dtype in DTYPES or not x.is_floating_point() else weight.dtype
+
+
 def delayed_matmul(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -332,13 +339,14 @@ def delayed_matmul(
 ) -> torch.Tensor:
     """Same contract as :func:`sj_spatial.backends.dense.delayed_matmul`, on numba kernels.
 
-    ``x``: ``[T_in, N, in]`` -> ``[t_out, N, out]``. Falls back to the dense kernel for
-    dtypes other than float32/float64, non-CPU tensors and empty shapes.
+    ``x``: ``[T_in, N, in]`` -> ``[t_out, N, out]`` in ``x``'s dtype. Falls back to the
+    dense kernel when neither ``x`` nor ``weight`` is float32/float64, for non-CPU tensors
+    and for empty shapes.
     """
     if (
         numba is None
         or x.device.type != "cpu"
-        or x.dtype not in DTYPES
+        or compute_dtype(x, weight) not in DTYPES
         or x.numel() == 0
         or weight.numel() == 0
         or t_out <= 0
