@@ -135,7 +135,8 @@ def delayed_recurrence(
 
 
 def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
-    """All T steps of a fresh LIF population in one CUDA kernel, or None when unsupported."""
+    """All T steps of a fresh LIF population (optionally behind an exponential synapse) in
+    one CUDA kernel, or None when unsupported."""
     from .backends import cuda_lif
 
     params = cuda_lif.lif_params(step)
@@ -143,7 +144,7 @@ def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
     if params is None or n > cuda_lif.MAX_NEURONS or x.dtype not in (torch.float32, torch.float64):
         return None
     t_in, batch = x.shape[0], x.shape[1:-1]
-    s, v_last = cuda_lif.lif_recurrence(
+    s, v_last, c_last = cuda_lif.lif_recurrence(
         x.reshape(t_in, -1, n),
         synapses.weight,
         synapses.bias,
@@ -152,5 +153,6 @@ def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
         params,
         synapses.num_taps,
     )
-    step.v = v_last.reshape(*batch, n)  # the neuron continues from the last step
+    # The cell continues from the last step, as after the generic loop.
+    cuda_lif.set_final_state(step, v_last.reshape(*batch, n), c_last.reshape(*batch, n))
     return s.reshape(t_in, *batch, n)

@@ -74,9 +74,8 @@ def recurrent_shd_model(
     Time constants are in seconds and ``dt`` is the time step; only the hidden->hidden
     synapses carry position-derived delays (``delay_scale`` steps per distance unit). With
     ``tau_syn > 0`` every synaptic input, feedforward and recurrent, passes an exponential
-    synapse before the LIF neuron (which makes the recurrent sub-module a sequence, so the
-    fused CUDA loop, which supports a bare LIF neuron, is not used); ``tau_syn = 0`` feeds
-    the currents straight into the neurons.
+    synapse before the LIF neuron; ``tau_syn = 0`` feeds the currents straight into the
+    neurons. With ``backend='cupy'`` either cell runs the fused CUDA time loop.
     """
     check_float("dt", dt, minimum=0.0, strict=True)
     check_int("hidden", hidden, minimum=1)

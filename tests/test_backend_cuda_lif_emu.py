@@ -11,12 +11,14 @@ import copy
 
 import pytest
 import torch
-from spikingjelly.activation_based import neuron, surrogate
+from spikingjelly.activation_based import functional, neuron, surrogate
+from torch import nn
 
 from sj_spatial import SpatialRecurrentContainer
 from sj_spatial.backends import cuda, cuda_lif
 from sj_spatial.delays import delay_taps
-from sj_spatial.functional import num_taps
+from sj_spatial.functional import _fused_lif, _Synapses, num_taps
+from sj_spatial.models import ExponentialSynapse, recurrent_shd_model
 
 from cuda_emu import EmuRunner, compile_kernels, compiler
 
@@ -37,13 +39,25 @@ LIF_VARIANTS = {
 }
 
 
+def cell(variant: str, tau_syn: float | None) -> nn.Module:
+    lif = neuron.LIFNode(**LIF_VARIANTS[variant])
+    return lif if tau_syn is None else nn.Sequential(ExponentialSynapse(tau_syn), lif)
+
+
+def final_state(step) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(step, nn.Sequential):
+        return step[1].v, step[0].state
+    return step.v, None
+
+
 @pytest.mark.parametrize("variant", sorted(LIF_VARIANTS))
 @pytest.mark.parametrize("delay_mode", ["interpolate", "round"])
-def test_fused_lif_equals_generic_loop(emu, variant, delay_mode):
+@pytest.mark.parametrize("tau_syn", [None, 2.5], ids=["lif", "synapse+lif"])
+def test_fused_lif_equals_generic_loop(emu, variant, delay_mode, tau_syn):
     torch.manual_seed(0)
     n, T, N, max_delay = 37, 14, 3, 4
     rec = SpatialRecurrentContainer(
-        neuron.LIFNode(**LIF_VARIANTS[variant]),
+        cell(variant, tau_syn),
         n,
         step_mode="m",
         max_delay=max_delay,
@@ -57,7 +71,7 @@ def test_fused_lif_equals_generic_loop(emu, variant, delay_mode):
     g = torch.randn(T, N, n, dtype=torch.float64)
 
     s_ref = rec(x)
-    v_ref = rec.sub_module.v
+    v_ref, c_ref = final_state(rec.sub_module)
     assert 0.02 < s_ref.mean() < 0.9
     (s_ref * g).sum().backward()
 
@@ -70,11 +84,14 @@ def test_fused_lif_equals_generic_loop(emu, variant, delay_mode):
     from sj_spatial.delays import delays_from_positions
 
     taps, frac = delay_taps(delays_from_positions(pos, pos, 1.0, max_delay), delay_mode)
-    s, v_last = cuda_lif.lif_recurrence(
+    assert params["syn_decay"] == (0.0 if tau_syn is None else fused_lif[0].decay)
+    s, v_last, c_last = cuda_lif.lif_recurrence(
         x2, weight, bias, taps, frac, params, num_taps(max_delay), runner=EmuRunner(emu)
     )
     assert torch.equal(s, s_ref.detach())
     assert torch.allclose(v_last, v_ref.detach(), atol=1e-12)
+    if c_ref is not None:
+        assert torch.allclose(c_last, c_ref.detach(), atol=1e-12)
     ((s * g).sum() + v_last.sum() * 0).backward()
     assert torch.allclose(x2.grad, x.grad, rtol=1e-9, atol=1e-12)
     assert torch.allclose(weight.grad, rec.weight.grad, rtol=1e-9, atol=1e-12)
@@ -92,7 +109,7 @@ def test_gradient_through_the_last_membrane_potential(emu):
     weight = torch.randn(n, n, dtype=torch.float64)
     taps = torch.randint(0, max_delay + 1, (n, n))
     frac = torch.rand(n, n, dtype=torch.float64)
-    _, v_last = cuda_lif.lif_recurrence(
+    _, v_last, _ = cuda_lif.lif_recurrence(
         x, weight, None, taps, frac, params, num_taps(max_delay), runner=EmuRunner(emu)
     )
     v_last.sum().backward()
@@ -127,3 +144,50 @@ def test_unsupported_neurons_fall_back():
     lif(torch.rand(2, 3))  # v is now a tensor: a sequence in progress
     assert cuda_lif.lif_params(lif) is None
     assert cuda_lif.lif_params(neuron.LIFNode(tau=3.0))["tau"] == 3.0
+    other_cell = nn.Sequential(neuron.LIFNode(), ExponentialSynapse(2.0))  # synapse after LIF
+    assert cuda_lif.lif_params(other_cell) is None
+    assert cuda_lif.lif_params(nn.Sequential(ExponentialSynapse(2.0), neuron.IFNode())) is None
+
+
+def test_gradient_through_the_last_synaptic_current(emu):
+    """c_last is an output too: d c_last / d x[t] = syn_decay ** (T - 1 - t)."""
+    n, T, N = 3, 5, 1
+    lif = neuron.LIFNode(tau=2.0, v_threshold=1e9)  # silent: c does not feed back
+    step = nn.Sequential(ExponentialSynapse(2.0), lif)
+    params = cuda_lif.lif_params(step)
+    x = torch.rand(T, N, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(n, n, dtype=torch.float64)
+    taps, frac = torch.zeros(n, n, dtype=torch.long), torch.zeros(n, n, dtype=torch.float64)
+    _, _, c_last = cuda_lif.lif_recurrence(
+        x, weight, None, taps, frac, params, num_taps(0), runner=EmuRunner(emu)
+    )
+    c_last.sum().backward()
+    d = step[0].decay
+    want = torch.tensor([d ** (T - 1 - t) for t in range(T)], dtype=torch.float64)
+    assert torch.allclose(x.grad[:, 0, 0], want, rtol=1e-12)
+
+
+def test_paper_model_cell_runs_fused_and_continues_like_the_generic_loop(emu, monkeypatch):
+    """The dispatch of the cupy backend: the paper's cell (synapse + LIF) takes the fused
+    path, and leaves neuron and synapse where the generic loop leaves them."""
+    monkeypatch.setattr(cuda, "_runner", lambda device: EmuRunner(emu))
+    torch.manual_seed(3)
+    model = recurrent_shd_model(20, hidden=16, classes=4, dt=1e-3, max_delay=6, delay_scale=3.0)
+    rec = model[1].double()
+    with torch.no_grad():
+        rec.weight.mul_(4)
+    x = torch.rand(12, 2, 16, dtype=torch.float64) * 2
+    fused_cell = copy.deepcopy(rec.sub_module)
+    synapses = _Synapses(
+        rec.weight, rec.bias, rec.delays(), rec.max_delay, rec.delay_mode, "torch", x.device
+    )
+    got = _fused_lif(x, fused_cell, synapses)
+    assert got is not None
+    want = rec(x)
+    assert want.sum() > 0 and torch.equal(got, want)
+    assert torch.allclose(fused_cell[1].v, rec.sub_module[1].v, atol=1e-12)
+    assert torch.allclose(fused_cell[0].state, rec.sub_module[0].state, atol=1e-12)
+    # In the middle of a sequence the synapse holds a state: the generic loop takes over.
+    assert cuda_lif.lif_params(fused_cell) is None
+    functional.reset_net(fused_cell)
+    assert cuda_lif.lif_params(fused_cell) is not None

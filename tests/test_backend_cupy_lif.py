@@ -5,9 +5,11 @@ import copy
 import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
+from torch import nn
 
 from sj_spatial import SpatialRecurrentContainer
 from sj_spatial.backends import cupy_missing
+from sj_spatial.models import ExponentialSynapse
 
 pytestmark = pytest.mark.skipif(cupy_missing() is not None, reason="needs CuPy and a CUDA GPU")
 
@@ -19,10 +21,13 @@ LIF_VARIANTS = [
 ]
 
 
-def pair(lif_kwargs, n, dtype, max_delay=6, delay_mode="interpolate"):
+def pair(lif_kwargs, n, dtype, max_delay=6, delay_mode="interpolate", tau_syn=None):
     torch.manual_seed(0)
+    cell = neuron.LIFNode(**lif_kwargs)
+    if tau_syn is not None:  # the paper's cell: exponential synapse, then LIF
+        cell = nn.Sequential(ExponentialSynapse(tau_syn), cell)
     generic = SpatialRecurrentContainer(
-        neuron.LIFNode(**lif_kwargs),
+        cell,
         n,
         step_mode="m",
         max_delay=max_delay,
@@ -47,13 +52,14 @@ def run(model, x):
 
 @pytest.mark.parametrize("lif_kwargs", LIF_VARIANTS)
 @pytest.mark.parametrize("delay_mode", ["interpolate", "round"])
-def test_fused_equals_generic_loop_float64(lif_kwargs, delay_mode, monkeypatch):
+@pytest.mark.parametrize("tau_syn", [None, 5.0], ids=["lif", "synapse+lif"])
+def test_fused_equals_generic_loop_float64(lif_kwargs, delay_mode, tau_syn, monkeypatch):
     from sj_spatial.backends import cuda_lif
 
     calls = []
     original = cuda_lif.lif_recurrence
     monkeypatch.setattr(cuda_lif, "lif_recurrence", lambda *a: calls.append(1) or original(*a))
-    generic, fused = pair(lif_kwargs, 40, torch.float64, delay_mode=delay_mode)
+    generic, fused = pair(lif_kwargs, 40, torch.float64, delay_mode=delay_mode, tau_syn=tau_syn)
     x = torch.rand(30, 3, 40, device="cuda", dtype=torch.float64) * 3
     s_g, gx_g, grads_g = run(generic, x)
     s_f, gx_f, grads_f = run(fused, x)
@@ -63,7 +69,11 @@ def test_fused_equals_generic_loop_float64(lif_kwargs, delay_mode, monkeypatch):
     assert torch.allclose(gx_f, gx_g, rtol=1e-9, atol=1e-12)
     for name in grads_g:
         assert torch.allclose(grads_f[name], grads_g[name], rtol=1e-9, atol=1e-12), name
-    assert torch.allclose(fused.sub_module.v, generic.sub_module.v)
+    if tau_syn is None:
+        assert torch.allclose(fused.sub_module.v, generic.sub_module.v)
+    else:
+        assert torch.allclose(fused.sub_module[1].v, generic.sub_module[1].v)
+        assert torch.allclose(fused.sub_module[0].state, generic.sub_module[0].state)
 
 
 def test_fused_float32_matches_within_1e5_and_continues_after_the_first_call():

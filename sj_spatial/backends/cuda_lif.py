@@ -8,8 +8,11 @@ spike sequence shifted by one step, since ``r[t]`` is a delayed matmul of ``s[..
 
 Supported: ``neuron.LIFNode`` (exact class) in single-step mode with a Sigmoid or ATan
 surrogate (``spiking=True``), hard or soft reset, ``decay_input`` either way,
-``detach_reset`` either way, ``n <= 1024``, float32 or float64, starting a fresh sequence
-(empty delay memory and a neuron just reset). Anything else runs the generic loop.
+``detach_reset`` either way, alone or behind an exponential synapse
+(``nn.Sequential(ExponentialSynapse(tau), LIFNode(...))``, the paper's cell in
+:func:`sj_spatial.models.recurrent_shd_model`), ``n <= 1024``, float32 or float64,
+starting a fresh sequence (empty delay memory, neuron and synapse just reset). Anything
+else runs the generic loop.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ template <typename T>
 __device__ void sjs_lif_forward(
     const T* __restrict__ x, const T* __restrict__ w0t, const T* __restrict__ w1t,
     const int* __restrict__ taps_t, const T* __restrict__ bias, const T* __restrict__ v0,
-    T* __restrict__ s_hist, T* __restrict__ h_seq, T* __restrict__ v_last,
+    T* __restrict__ s_hist, T* __restrict__ h_seq, T* __restrict__ v_last, T* __restrict__ c_last,
     int steps, int N, int n, int L, T tau, T v_threshold, T v_reset, int hard_reset,
-    int decay_input)
+    int decay_input, T syn_decay)
 {
     const int b = blockIdx.x;
     const int j = threadIdx.x;
@@ -54,6 +57,7 @@ __device__ void sjs_lif_forward(
     const long long row = (long long)N * n;
     const T v_rest = hard_reset ? v_reset : (T)0;
     T v = active ? v0[b * n + j] : (T)0;
+    T c = (T)0;  // synaptic current (syn_decay 0: no synapse, c is the input itself)
     for (int t = 0; t < steps; ++t) {
         if (active) {
             T r = bias[j];
@@ -63,7 +67,8 @@ __device__ void sjs_lif_forward(
                 const long long at = now - (long long)(k + 1) * row + i;  // s[t - 1 - k, i]
                 r += w0t[i * n + j] * s_hist[at] + w1t[i * n + j] * s_hist[at - row];
             }
-            const T in = x[(long long)t * row + (long long)b * n + j] + r;
+            c = syn_decay * c + (x[(long long)t * row + (long long)b * n + j] + r);
+            const T in = c;
             const T h = decay_input ? v + (in - (v - v_rest)) / tau : v - (v - v_rest) / tau + in;
             const T spike = (h - v_threshold) >= (T)0 ? (T)1 : (T)0;
             h_seq[(long long)t * row + (long long)b * n + j] = h;
@@ -72,7 +77,10 @@ __device__ void sjs_lif_forward(
         }
         __syncthreads();  // s[t] is complete before any thread reads it
     }
-    if (active) v_last[b * n + j] = v;
+    if (active) {
+        v_last[b * n + j] = v;
+        c_last[b * n + j] = c;
+    }
 }
 
 // Reverse time loop, one block per sample, one thread per neuron i. grad_in: [T + L, N, n]
@@ -80,17 +88,19 @@ __device__ void sjs_lif_forward(
 // dL/d(input current)[t], which is dL/dx[t] and dL/dr[t]. w0/w1/taps are [out, in].
 template <typename T>
 __device__ void sjs_lif_backward(
-    const T* __restrict__ grad_s, const T* __restrict__ grad_v_last, const T* __restrict__ w0,
+    const T* __restrict__ grad_s, const T* __restrict__ grad_v_last,
+    const T* __restrict__ grad_c_last, const T* __restrict__ w0,
     const T* __restrict__ w1, const int* __restrict__ taps, const T* __restrict__ s_hist,
     const T* __restrict__ h_seq, T* __restrict__ grad_in, T* __restrict__ grad_v0,
     int steps, int N, int n, int L, T tau, T v_threshold, T v_reset, int hard_reset,
-    int decay_input, int detach_reset, int surrogate, T alpha)
+    int decay_input, int detach_reset, int surrogate, T alpha, T syn_decay)
 {
     const int b = blockIdx.x;
     const int i = threadIdx.x;
     const bool active = i < n;
     const long long row = (long long)N * n;
     T gv = active ? grad_v_last[b * n + i] : (T)0;  // dL/dv[t]
+    T gc = active ? grad_c_last[b * n + i] : (T)0;  // dL/dc[t] from later steps
     for (int t = steps - 1; t >= 0; --t) {
         if (active) {
             const long long here = (long long)t * row + (long long)b * n;
@@ -107,7 +117,9 @@ __device__ void sjs_lif_backward(
             const T dv_ds = detach_reset ? (T)0 : (hard_reset ? v_reset - h : -v_threshold);
             const T gh = gv * dv_dh
                 + (gs + gv * dv_ds) * sjs_surrogate_grad(h - v_threshold, surrogate, alpha);
-            grad_in[here + i] = decay_input ? gh / tau : gh;
+            gc += decay_input ? gh / tau : gh;  // c[t] = syn_decay * c[t-1] + x[t] + r[t]
+            grad_in[here + i] = gc;
+            gc *= syn_decay;
             gv = gh * ((T)1 - (T)1 / tau);
         }
         __syncthreads();  // grad_in[t] is complete before step t - 1 reads it
@@ -118,21 +130,25 @@ __device__ void sjs_lif_backward(
 #define SJS_LIF(TAG, T)                                                                     \
     extern "C" __global__ void sjs_lif_forward_##TAG(                                       \
         const T* x, const T* w0t, const T* w1t, const int* taps_t, const T* bias,           \
-        const T* v0, T* s_hist, T* h_seq, T* v_last, int steps, int N, int n, int L,        \
-        T tau, T v_threshold, T v_reset, int hard_reset, int decay_input)                   \
+        const T* v0, T* s_hist, T* h_seq, T* v_last, T* c_last, int steps, int N, int n,    \
+        int L, T tau, T v_threshold, T v_reset, int hard_reset, int decay_input,            \
+        T syn_decay)                                                                        \
     {                                                                                       \
-        sjs_lif_forward<T>(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, steps, N,  \
-                           n, L, tau, v_threshold, v_reset, hard_reset, decay_input);       \
+        sjs_lif_forward<T>(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, c_last,    \
+                           steps, N, n, L, tau, v_threshold, v_reset, hard_reset,           \
+                           decay_input, syn_decay);                                         \
     }                                                                                       \
     extern "C" __global__ void sjs_lif_backward_##TAG(                                      \
-        const T* grad_s, const T* grad_v_last, const T* w0, const T* w1, const int* taps,   \
-        const T* s_hist, const T* h_seq, T* grad_in, T* grad_v0, int steps, int N, int n,   \
-        int L, T tau, T v_threshold, T v_reset, int hard_reset, int decay_input,            \
-        int detach_reset, int surrogate, T alpha)                                           \
+        const T* grad_s, const T* grad_v_last, const T* grad_c_last, const T* w0,           \
+        const T* w1, const int* taps, const T* s_hist, const T* h_seq, T* grad_in,          \
+        T* grad_v0, int steps, int N, int n, int L, T tau, T v_threshold, T v_reset,        \
+        int hard_reset, int decay_input, int detach_reset, int surrogate, T alpha,          \
+        T syn_decay)                                                                        \
     {                                                                                       \
-        sjs_lif_backward<T>(grad_s, grad_v_last, w0, w1, taps, s_hist, h_seq, grad_in,      \
-                            grad_v0, steps, N, n, L, tau, v_threshold, v_reset, hard_reset, \
-                            decay_input, detach_reset, surrogate, alpha);                   \
+        sjs_lif_backward<T>(grad_s, grad_v_last, grad_c_last, w0, w1, taps, s_hist, h_seq,  \
+                            grad_in, grad_v0, steps, N, n, L, tau, v_threshold, v_reset,    \
+                            hard_reset, decay_input, detach_reset, surrogate, alpha,        \
+                            syn_decay);                                                     \
     }
 
 SJS_LIF(f32, float)
@@ -143,12 +159,31 @@ SJS_LIF(f64, double)
 KERNELS = tuple(f"sjs_lif_{d}_{t}" for d in ("forward", "backward") for t in ("f32", "f64"))
 
 
+def _cell(step) -> tuple[torch.nn.Module | None, torch.nn.Module]:
+    """``(synapse, neuron)`` of a cell ``Sequential(ExponentialSynapse, neuron)``, else
+    ``(None, step)``."""
+    from ..models import ExponentialSynapse
+
+    if (
+        isinstance(step, torch.nn.Sequential)
+        and len(step) == 2
+        and type(step[0]) is ExponentialSynapse
+        and step[0].step_mode == "s"
+    ):
+        return step[0], step[1]
+    return None, step
+
+
 def lif_params(step) -> dict | None:
-    """The LIF constants of ``step`` when the fused kernel reproduces it exactly, else None."""
+    """The constants of the cell ``step`` (a LIF neuron, alone or behind an exponential
+    synapse) when the fused kernel reproduces it exactly, else None."""
     try:
         from spikingjelly.activation_based import neuron
     except ImportError:  # pragma: no cover - spikingjelly is a dependency
         return None
+    synapse, step = _cell(step)
+    if synapse is not None and isinstance(synapse.state, torch.Tensor):
+        return None  # a synapse in the middle of a sequence: the generic loop handles it
     if type(step) is not neuron.LIFNode or getattr(step, "step_mode", "s") != "s":
         return None
     sg = step.surrogate_function
@@ -172,7 +207,17 @@ def lif_params(step) -> dict | None:
         detach_reset=int(bool(step.detach_reset)),
         surrogate=kind,
         alpha=float(sg.alpha),
+        syn_decay=0.0 if synapse is None else float(synapse.decay),
     )
+
+
+def set_final_state(step, v_last: torch.Tensor, c_last: torch.Tensor) -> None:
+    """Leave the cell as the generic loop would: the neuron's ``v`` (and the synapse's
+    ``state``) at the last step, so that later calls continue the sequence."""
+    synapse, lif = _cell(step)
+    lif.v = v_last
+    if synapse is not None:
+        synapse.state = c_last
 
 
 def block_size(n: int) -> int:
@@ -188,7 +233,9 @@ def _tag(dtype: torch.dtype) -> str:
     return "f64" if dtype == torch.float64 else "f32"
 
 
-def forward_launch(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, p: dict, num_taps: int):
+def forward_launch(
+    x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, c_last, p: dict, num_taps: int
+):
     """The :class:`~.cuda.Launch` of the forward time loop (tensors stay tensors)."""
     from .cuda import Launch
 
@@ -204,6 +251,7 @@ def forward_launch(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, p: dict
         s_hist,
         h_seq,
         v_last,
+        c_last,
         np.int32(steps),
         np.int32(N),
         np.int32(n),
@@ -213,12 +261,24 @@ def forward_launch(x, w0t, w1t, taps_t, bias, v0, s_hist, h_seq, v_last, p: dict
         c(p["v_reset"]),
         np.int32(p["hard_reset"]),
         np.int32(p["decay_input"]),
+        c(p["syn_decay"]),
     )
     return Launch(f"sjs_lif_forward_{_tag(x.dtype)}", (N, 1, 1), (block_size(n), 1, 1), 0, args)
 
 
 def backward_launch(
-    grad_s, grad_v_last, w0, w1, taps, s_hist, h_seq, grad_in, grad_v0, p: dict, num_taps: int
+    grad_s,
+    grad_v_last,
+    grad_c_last,
+    w0,
+    w1,
+    taps,
+    s_hist,
+    h_seq,
+    grad_in,
+    grad_v0,
+    p: dict,
+    num_taps: int,
 ):
     """The :class:`~.cuda.Launch` of the reverse time loop."""
     from .cuda import Launch
@@ -228,6 +288,7 @@ def backward_launch(
     args = (
         grad_s,
         grad_v_last,
+        grad_c_last,
         w0,
         w1,
         taps,
@@ -247,13 +308,15 @@ def backward_launch(
         np.int32(p["detach_reset"]),
         np.int32(p["surrogate"]),
         c(p["alpha"]),
+        c(p["syn_decay"]),
     )
     name = f"sjs_lif_backward_{_tag(grad_s.dtype)}"
     return Launch(name, (N, 1, 1), (block_size(n), 1, 1), 0, args)
 
 
 class LIFRecurrence(torch.autograd.Function):
-    """``(x, weight, bias, frac, taps) -> (s, v_last)`` for a LIF population starting fresh.
+    """``(x, weight, bias, frac, taps) -> (s, v_last, c_last)`` for a LIF population (behind
+    an optional exponential synapse, current ``c``) starting fresh.
 
     Forward and backward are one kernel launch each; the weight and fraction gradients
     reuse the feedforward reduction, because ``r[t]`` is the delayed matmul of the spike
@@ -272,6 +335,7 @@ class LIFRecurrence(torch.autograd.Function):
         s_hist = torch.zeros(num_taps + steps, N, n, dtype=dtype, device=dev)
         h_seq = torch.empty(steps, N, n, dtype=dtype, device=dev)
         v_last = torch.empty(N, n, dtype=dtype, device=dev)
+        c_last = torch.empty(N, n, dtype=dtype, device=dev)
         runner(
             forward_launch(
                 x,
@@ -283,17 +347,18 @@ class LIFRecurrence(torch.autograd.Function):
                 s_hist,
                 h_seq,
                 v_last,
+                c_last,
                 params,
                 num_taps,
             )
         )
         ctx.save_for_backward(weight, frac, taps, w0, w1, taps32.contiguous(), s_hist, h_seq)
         ctx.params, ctx.num_taps, ctx.runner = params, num_taps, runner
-        return s_hist[num_taps:], v_last
+        return s_hist[num_taps:], v_last, c_last
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_s, grad_v_last):
+    def backward(ctx, grad_s, grad_v_last, grad_c_last):
         from .cuda import weight_frac_grads
 
         weight, frac, taps, w0, w1, taps32, s_hist, h_seq = ctx.saved_tensors
@@ -301,8 +366,9 @@ class LIFRecurrence(torch.autograd.Function):
         steps, N, n = h_seq.shape
         zeros = partial(torch.zeros, dtype=h_seq.dtype, device=h_seq.device)
         grad_s = zeros(steps, N, n) if grad_s is None else grad_s.to(h_seq.dtype).contiguous()
-        grad_v_last = (
-            zeros(N, n) if grad_v_last is None else grad_v_last.to(h_seq.dtype).contiguous()
+        grad_v_last, grad_c_last = (
+            zeros(N, n) if g is None else g.to(h_seq.dtype).contiguous()
+            for g in (grad_v_last, grad_c_last)
         )
         grad_in = zeros(steps + L, N, n)
         grad_v0 = zeros(N, n)
@@ -310,6 +376,7 @@ class LIFRecurrence(torch.autograd.Function):
             backward_launch(
                 grad_s,
                 grad_v_last,
+                grad_c_last,
                 w0,
                 w1,
                 taps32,
@@ -334,7 +401,8 @@ class LIFRecurrence(torch.autograd.Function):
 
 
 def lif_recurrence(x, weight, bias, taps, frac, params: dict, num_taps: int, runner=None):
-    """Fused ``s[t] = LIF(x[t] + r[t])`` over ``x: [T, N, n]``; returns ``(s, v_last)``."""
+    """Fused ``s[t] = LIF(c[t])``, ``c[t] = syn_decay * c[t-1] + x[t] + r[t]`` over
+    ``x: [T, N, n]`` (``syn_decay`` 0: no synapse); returns ``(s, v_last, c_last)``."""
     if runner is None:
         from .cuda import _runner
 
