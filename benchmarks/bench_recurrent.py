@@ -1,8 +1,10 @@
 """Training-step time of the paper's recurrent model with and without position delays.
 
 Model: spikes ``[T, N, 700]`` -> ``nn.Linear(700, 128)`` -> 128 recurrent LIF neurons
-(``neuron.LIFNode(tau=20.0)``) -> ``nn.Linear(128, 20)`` readout summed over time ->
-cross-entropy. One training step = forward + backward. Methods:
+(``--cell lif``: ``neuron.LIFNode(tau=20.0)``; ``--cell paper``: the cell of
+``sj_spatial.models.recurrent_shd_model`` at dt = 1 ms, an exponential synapse of 5 steps
+before ``LIFNode(tau=20, decay_input=False)``) -> ``nn.Linear(128, 20)`` readout summed
+over time -> cross-entropy. One training step = forward + backward. Methods:
 
 - ``plain``: the same model without delays, the loop ``s[t] = lif(x[t] + s[t-1] W^T + b)``.
 - ``spatial-cpu`` / ``spatial-dense`` / ``spatial-cupy``: the recurrent layer is a
@@ -21,10 +23,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from bench_layers import Skip, machine_info, make_parser, measure, plot, resolve, spikes, write
-from spikingjelly.activation_based import functional, neuron
+from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
 from sj_spatial import SpatialRecurrentContainer, backends
+from sj_spatial.models import ExponentialSynapse
 
 METHODS = ("plain", "spatial-cpu", "spatial-dense", "spatial-cupy")
 
@@ -36,17 +39,26 @@ DEFAULTS = {
 }
 
 
-def lif() -> neuron.LIFNode:
-    return neuron.LIFNode(tau=20.0, detach_reset=True, step_mode="s")
+CELLS = ("lif", "paper")
+
+
+def make_cell(kind: str) -> nn.Module:
+    """The recurrent population's per-step module (see the module docstring)."""
+    if kind == "lif":
+        return neuron.LIFNode(tau=20.0, detach_reset=True, step_mode="s")
+    lif = neuron.LIFNode(
+        tau=20.0, decay_input=False, surrogate_function=surrogate.ATan(), detach_reset=True
+    )
+    return nn.Sequential(ExponentialSynapse(5.0), lif)
 
 
 class PlainRecurrent(nn.Module):
-    """``s[t] = lif(x[t] + s[t-1] W^T + b)``: the recurrent layer without delays."""
+    """``s[t] = cell(x[t] + s[t-1] W^T + b)``: the recurrent layer without delays."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, cell: str):
         super().__init__()
         self.fc = nn.Linear(n, n)
-        self.lif = lif()
+        self.lif = make_cell(cell)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.zeros_like(x[0])
@@ -57,12 +69,14 @@ class PlainRecurrent(nn.Module):
         return torch.stack(out)
 
 
-def model_step(x: torch.Tensor, hidden: int, max_delay: int, method: str) -> Callable[[], None]:
+def model_step(
+    x: torch.Tensor, hidden: int, max_delay: int, method: str, cell: str = "lif"
+) -> Callable[[], None]:
     """One training step (fwd + bwd) of the model with the recurrent layer of ``method``."""
     device = x.device
     kernel = contextlib.nullcontext
     if method == "plain":
-        recurrent = PlainRecurrent(hidden)
+        recurrent = PlainRecurrent(hidden, cell)
     else:
         backend = "cupy" if method == "spatial-cupy" else "torch"
         if method == "spatial-cupy" and device.type != "cuda":
@@ -76,7 +90,7 @@ def model_step(x: torch.Tensor, hidden: int, max_delay: int, method: str) -> Cal
             kernel = functools.partial(backends.cpu_kernel, method == "spatial-cpu")
         try:
             recurrent = SpatialRecurrentContainer(
-                lif(),
+                make_cell(cell),
                 hidden,
                 step_mode="m",
                 max_delay=max_delay,
@@ -105,6 +119,7 @@ def main(argv=None) -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--in-features", type=int, default=700)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--cell", choices=CELLS, default="lif", help="the recurrent neuron")
     args = parser.parse_args(argv)
     device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t, batch, delays, repeats = DEFAULTS["quick" if args.quick else device_name]
@@ -122,7 +137,10 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "budget_s": args.budget,
         "dtype": "float32",
-        "neuron": "LIFNode(tau=20, detach_reset=True)",
+        "neuron": {
+            "lif": "LIFNode(tau=20, detach_reset=True)",
+            "paper": "ExponentialSynapse(5) + LIFNode(tau=20, decay_input=False, ATan)",
+        }[args.cell],
     }
     rows = []
     for t in args.T:
@@ -135,7 +153,7 @@ def main(argv=None) -> None:
                     if method == "plain" and plain is not None:
                         continue  # independent of max_delay: timed once
                     try:
-                        steps[method] = model_step(x, args.hidden, max_delay, method)
+                        steps[method] = model_step(x, args.hidden, max_delay, method, args.cell)
                     except Skip as exc:
                         notes[method] = str(exc)
                 results = measure(steps, device, args.repeats, args.budget)
@@ -153,9 +171,10 @@ def main(argv=None) -> None:
                     print(
                         f"T={t} batch={batch} max_delay={max_delay} {method}: {shown}", flush=True
                     )
-    title = "Recurrent model (700 -> 128 LIF -> 20): training step"
-    write(args.out, "recurrent", info, settings, rows, title, "plain")
-    plot(rows, args.out / "recurrent_time_vs_max_delay.png", title)
+    title = f"Recurrent model (700 -> 128 {args.cell} -> 20): training step"
+    name = "recurrent" if args.cell == "lif" else f"recurrent_{args.cell}"
+    write(args.out, name, info, settings, rows, title, "plain")
+    plot(rows, args.out / f"{name}_time_vs_max_delay.png", title)
     print(f"wrote {args.out}")
 
 

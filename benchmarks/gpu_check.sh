@@ -6,7 +6,7 @@
 # Needs python3 with torch and CuPy on a CUDA machine. spikingjelly (and dcls, for the
 # DCLS comparison) are installed from wheels in WHEEL_DIR (default: benchmarks/wheels)
 # when they are not importable. Each stage has a time limit; the whole script ends within
-# 7 minutes (about 4 on an H200). Results: OUT_DIR/gpu_check.log and OUT_DIR/bench/.
+# 8 minutes (about 4 on an H200). Results: OUT_DIR/gpu_check.log and OUT_DIR/bench/.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -39,12 +39,14 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider \
   >> "$log" 2>&1 || status=1
 
 echo "== layer benchmark" >> "$log"
-timeout 150 python3 benchmarks/bench_layers.py --device cuda --out "$out/bench" \
+timeout 130 python3 benchmarks/bench_layers.py --device cuda --out "$out/bench" \
   --T 100 1000 --batch 16 64 256 --max-delay 25 64 250 --budget 2 >> "$log" 2>&1 || status=1
 
-echo "== recurrent benchmark" >> "$log"
-timeout 90 python3 benchmarks/bench_recurrent.py --device cuda --out "$out/bench" \
-  --max-delay 25 250 --budget 4 >> "$log" 2>&1 || status=1
+for cell in lif paper; do
+  echo "== recurrent benchmark ($cell cell)" >> "$log"
+  timeout 80 python3 benchmarks/bench_recurrent.py --device cuda --out "$out/bench" \
+    --cell "$cell" --max-delay 25 250 --budget 4 >> "$log" 2>&1 || status=1
+done
 
 echo "== exit status $status" >> "$log"
 tail -n 40 "$log"
