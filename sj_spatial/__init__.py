@@ -4,15 +4,19 @@ from .convert import spatialize
 from .cost import WiringCost, prune_by_distance, prune_by_magnitude
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
 from .positions import NeuronPositions, param_groups
+from .training import checkpointed_bptt, chunked_forward, truncated_bptt
 
 __all__ = [
     "NeuronPositions",
     "SpatialDelayLinear",
     "SpatialRecurrentContainer",
     "WiringCost",
+    "checkpointed_bptt",
+    "chunked_forward",
     "param_groups",
     "prune_by_distance",
     "prune_by_magnitude",
     "spatialize",
+    "truncated_bptt",
 ]
 __version__ = "0.1.0"

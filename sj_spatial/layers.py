@@ -45,6 +45,15 @@ def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch
         )
 
 
+def _detach_memories(module: base.MemoryModule) -> None:
+    """Replace ``module``'s tensor memories by detached copies that share their storage."""
+    # Out of place: a memory can be a view of a tensor the caller holds (an input, an
+    # output), which ``MemoryModule.detach``'s in-place ``detach_()`` rejects or alters.
+    for key, value in list(module._memories.items()):
+        if isinstance(value, torch.Tensor):
+            setattr(module, key, value.detach())
+
+
 class _SpatialModule(base.MemoryModule):
     """Step mode, backend and delay options shared by the spatial layers."""
 
@@ -92,6 +101,12 @@ class _SpatialModule(base.MemoryModule):
         """
         mask = self.weight_mask
         return self.weight if mask is None else self.weight * mask
+
+    def detach(self) -> None:
+        """Cut the autograd graph through the delay memory (``functional.detach_net`` calls
+        it between chunks of a sequence); the memory's values are unchanged.
+        """
+        _detach_memories(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A pruned layer's state_dict holds a mask that a fresh layer does not have yet.
@@ -159,8 +174,7 @@ class SpatialDelayLinear(_SpatialModule):
             self._check_finite()
         else:
             x = torch.cat((self.input_history, x))
-        self.input_history = x[-num_taps(self.max_delay) :]
-        return delayed_linear(
+        y = delayed_linear(
             x,
             self.effective_weight(),
             self.bias,
@@ -170,6 +184,8 @@ class SpatialDelayLinear(_SpatialModule):
             backend=self.backend,
             t_out=t_out,
         )
+        self.input_history = x[-num_taps(self.max_delay) :]  # only once the input was accepted
+        return y
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input("x", x, self.in_features, 1, "s")
@@ -229,6 +245,15 @@ class SpatialRecurrentContainer(_SpatialModule):
 
     def _check_finite(self) -> None:
         self.positions.check_finite()
+
+    def detach(self) -> None:
+        """Cut the autograd graph through the spike memory and the memories of
+        ``sub_module`` (``functional.detach_net`` calls it before the sub-module's own).
+        """
+        _detach_memories(self)
+        for module in self.sub_module.modules():
+            if isinstance(module, base.MemoryModule):
+                _detach_memories(module)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""

@@ -30,6 +30,11 @@ class _Leaky(base.MemoryModule):
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.single_step_forward(x_t) for x_t in x_seq])
 
+    def detach(self) -> None:
+        # Out of place: in single-step mode the state is the output the caller holds.
+        if isinstance(self.state, torch.Tensor):
+            self.state = self.state.detach()
+
     def extra_repr(self) -> str:
         return f"tau={self.tau}, step_mode={self.step_mode}"
 

@@ -317,6 +317,8 @@ def test_half_input_to_float32_layer_without_autocast_is_a_type_error(dtype, kin
     with pytest.raises(TypeError, match=want) as err:
         layer(x if step_mode == "m" else x[0])
     assert "torch.autocast" in str(err.value)
+    memory = layer.input_history if kind == "linear" else layer.output_history
+    assert memory is None  # the rejected input left nothing behind
 
 
 @pytest.mark.parametrize("dtype", HALF)

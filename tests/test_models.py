@@ -45,3 +45,13 @@ def test_bad_time_constants_are_rejected():
         LeakyIntegrator(tau=-1.0)
     with pytest.raises(ValueError, match=r"tau_mem / dt must be > 1 .* 0.4"):
         recurrent_shd_model(dt=0.05)
+
+
+def test_detach_net_keeps_the_graph_of_a_leaky_output_the_caller_holds():
+    readout = LeakyIntegrator(tau=4.0, step_mode="s")
+    x = torch.ones(2, 3, requires_grad=True)
+    y = readout(x)
+    functional.detach_net(readout)
+    assert y.requires_grad and not readout.state.requires_grad
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 1 - readout.decay))
