@@ -47,6 +47,7 @@ from .distributed import (
 from .layers import SpatialRecurrentContainer
 from .models import recurrent_shd_model
 from .positions import NeuronPositions, param_groups
+from .training import checkpointed_bptt, truncated_bptt
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -100,6 +101,23 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         help="use a fixed random subset of this many samples per split",
     )
+    memory = train.add_mutually_exclusive_group()
+    memory.add_argument(
+        "--tbptt",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="truncated BPTT: gradients stop every STEPS time steps; memory grows with "
+        "STEPS instead of the sequence length (docs/long_sequences.md)",
+    )
+    memory.add_argument(
+        "--recompute",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="exact gradients with memory bounded like --tbptt: keep the state every STEPS "
+        "steps and recompute the chunks in the backward pass (about 2x the time)",
+    )
     add(
         "--augment",
         action="store_true",
@@ -120,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_args(args, world: World) -> None:
-    for name in ("epochs", "batch_size", "hidden", "dim"):
-        if getattr(args, name) < 1:
+    for name in ("epochs", "batch_size", "hidden", "dim", "tbptt", "recompute"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.dt > 0 or not args.duration > 0:
         raise SystemExit(f"--dt and --duration must be > 0, got {args.dt} and {args.duration}")
@@ -206,17 +224,30 @@ def _train_batches(train_set, args, world: World, epoch: int):
     return batches, len(sampler)
 
 
-def _train_step(model, x, y, optimizers, cost=None, clip=None, share=1.0):
+def _train_step(model, x, y, optimizers, cost=None, clip=None, share=1.0, chunk=None, exact=False):
     """One optimiser step on a batch: ``share * cross-entropy + cost``, backward (DDP
-    averages the gradients over the ranks), clipping, step. Returns (logits, loss)."""
-    logits = model(x).mean(0)
-    loss = F.cross_entropy(logits, y)
-    full = loss * share
-    if cost is not None:
-        full = full + cost()
+    averages the gradients over the ranks), clipping, step. Returns (logits, loss).
+
+    ``chunk``: backpropagate through time in chunks of that many steps, truncated
+    (:func:`~sj_spatial.truncated_bptt`) or, with ``exact``, recomputed
+    (:func:`~sj_spatial.checkpointed_bptt`); memory then grows with the chunk, not T.
+    """
     for opt in optimizers:
         opt.zero_grad()
-    full.backward()
+    if chunk is None:
+        logits = model(x).mean(0)
+        loss = F.cross_entropy(logits, y)
+        full = loss * share
+        if cost is not None:
+            full = full + cost()
+        full.backward()
+    else:
+        in_chunks = checkpointed_bptt if exact else truncated_bptt
+        _, out = in_chunks(model, x, lambda o: share * F.cross_entropy(o.mean(0), y), chunk)
+        logits = out.mean(0)
+        loss = F.cross_entropy(logits, y)
+        if cost is not None:
+            cost().backward()
     if clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     for opt in optimizers:
@@ -224,7 +255,9 @@ def _train_step(model, x, y, optimizers, cost=None, clip=None, share=1.0):
     return logits.detach(), loss.detach()
 
 
-def _run_epoch(model, batches, device, optimizers=None, cost=None, progress=None, clip=None):
+def _run_epoch(
+    model, batches, device, optimizers=None, cost=None, progress=None, clip=None, chunks=None
+):
     """One pass over ``(x, y, share)`` batches; trains when ``optimizers`` are given.
 
     Returns this rank's (summed loss, correct, count)."""
@@ -237,7 +270,10 @@ def _run_epoch(model, batches, device, optimizers=None, cost=None, progress=None
                 logits = model(x).mean(0)
                 loss = F.cross_entropy(logits, y)
             else:
-                logits, loss = _train_step(model, x, y, optimizers, cost, clip, share)
+                chunk, exact = chunks or (None, False)
+                logits, loss = _train_step(
+                    model, x, y, optimizers, cost, clip, share, chunk=chunk, exact=exact
+                )
             functional.reset_net(model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(-1) == y).sum())
@@ -424,6 +460,9 @@ def _train(args, world: World, device: torch.device) -> dict | None:
     # Each rank evaluates its own part of the test set; the sums are added over ranks.
     test_part = Subset(test_set, shard_range(len(test_set), world.rank, world.size))
     test_loader = DataLoader(test_part, args.batch_size // world.size, collate_fn=collate)
+    chunks = None
+    if args.tbptt or args.recompute:
+        chunks = (args.recompute, True) if args.recompute else (args.tbptt, False)
     for epoch in range(start_epoch, args.epochs):
         _anneal(optimizers, args, epoch)
         if args.augment:
@@ -436,7 +475,9 @@ def _train(args, world: World, device: torch.device) -> dict | None:
             disable=True if args.quiet or not main else None,  # None: off when not a terminal
             leave=False,
         ) as bar:
-            sums = _run_epoch(trained, batches, device, optimizers, cost, bar, args.clip or None)
+            sums = _run_epoch(
+                trained, batches, device, optimizers, cost, bar, args.clip or None, chunks
+            )
         train_loss, train_acc = _global_means(sums, device)
         tests = ((x, y, 1.0) for x, y in test_loader)
         test_loss, test_acc = _global_means(_run_epoch(model, tests, device), device)
