@@ -265,3 +265,19 @@ def test_torchrun_job_writes_one_set_of_files_and_reports_the_checkpoints_accura
     cli.main(["train", *common, "--epochs", "2", "--resume", "--logdir", str(logdir)])
     assert "resuming from" in capsys.readouterr().out
     assert cli.load_checkpoint(logdir / "checkpoint.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("chunks", [["--tbptt", "7"], ["--recompute", "7"]])
+def test_torchrun_job_in_time_chunks_matches_one_process(tiny_shd, tmp_path, monkeypatch, chunks):
+    """Several backward passes per step (one per chunk, and the wiring cost's own) still
+    average the gradients over the ranks like one process on the global batch."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SJ_SPATIAL_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    common = ["--data-root", str(tiny_shd), *OPTIONS, *chunks, "--epochs", "1"]
+    _torchrun([*common, "--logdir", str(tmp_path / "ddp")], env)
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(cache))
+    cli.main(["train", *common, "--logdir", str(tmp_path / "single")])
+    ranks = cli.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
+    one = cli.load_checkpoint(tmp_path / "single" / "checkpoint.pt")["model"]
+    for name, value in one.items():
+        assert torch.allclose(ranks[name], value, rtol=0, atol=1e-5), name
