@@ -5,11 +5,13 @@ from .augment import AugmentedSHD, blend_events, random_shift, shift_units
 from .shd import SHD, SHDFormatError, collate, find_shd_file, read_shd
 from .splits import builtin_shd_root, shd_splits
 from .synthetic import ensure_synthetic_shd, make_synthetic_shd
+from .yinyang import YinYang, make_yinyang, ttfs_encode, yinyang_class, yinyang_split
 
 __all__ = [
     "SHD",
     "AugmentedSHD",
     "SHDFormatError",
+    "YinYang",
     "blend_events",
     "builtin_shd_root",
     "collate",
@@ -17,8 +19,12 @@ __all__ = [
     "ensure_synthetic_shd",
     "find_shd_file",
     "make_synthetic_shd",
+    "make_yinyang",
     "random_shift",
     "read_shd",
     "shd_splits",
     "shift_units",
+    "ttfs_encode",
+    "yinyang_class",
+    "yinyang_split",
 ]

@@ -1,0 +1,404 @@
+"""Yin-Yang with learned neuron positions, and its ablations: accuracy against parameters.
+
+Model: the Yin-Yang inputs ``(x, y, 1-x, 1-y)`` plus a bias spike, time-to-first-spike
+encoded (``sj_spatial.data.yinyang.ttfs_encode``) -> delayed linear ``5 -> hidden`` ->
+LIF -> delayed linear ``hidden -> 3`` -> leaky integrator readout; the class is the
+readout with the largest membrane maximum over time (cross-entropy on those maxima).
+Variants (``--variant``):
+
+- ``spatial``: ``SpatialDelayLinear`` layers; the hidden population has one set of
+  ``--dim``-D positions shared by both layers; input and output positions are learned too.
+- ``fixed``: the same, every position frozen at its random initial value.
+- ``none``: ``layer.Linear`` layers, no delays.
+- ``free``: ``sj_spatial.baselines.FreeDelayLinear``, one learned delay per synapse.
+
+Training: Adam on ``sj_spatial.param_groups`` (positions / free delays at
+``--position-lr``), cosine learning-rate decay over the epochs; the model of the epoch
+with the best validation accuracy is kept and its test accuracy reported. Each
+(variant, seed) writes ``<tag>-s<seed>.json`` into ``--out``; ``summary.md`` and
+``accuracy_vs_params.png`` are rebuilt from every JSON there after each run, or alone
+with ``--summarize``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from bench_layers import machine_info
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from torch import nn
+
+from sj_spatial import NeuronPositions, SpatialDelayLinear, param_groups
+from sj_spatial.baselines import FreeDelayLinear
+from sj_spatial.data.yinyang import NUM_CHANNELS, NUM_CLASSES, make_yinyang, ttfs_encode
+from sj_spatial.models import ExponentialSynapse
+
+VARIANTS = ("spatial", "fixed", "none", "free")
+DEFAULT_EPOCHS = 40
+DEFAULT_OUT = Path(__file__).parent / "results" / "yinyang-2026-11-28"
+#: Median test accuracies (%) in the SpSNN results notebook (llandsmeer/spatial_snns).
+SPSNN = {
+    ("spatial", 2): 98.04,
+    ("spatial", 3): 98.12,
+    ("free", None): 97.61,
+    ("none", None): 93.2,
+}
+
+
+@dataclass
+class Config:
+    """One training run. Times (``steps``, ``t_*``, ``tau_*``, delays) are in time steps."""
+
+    variant: str = "spatial"
+    dim: int = 2
+    hidden: int = 45
+    seed: int = 0
+    epochs: int = DEFAULT_EPOCHS
+    batch: int = 128
+    lr: float = 1e-2
+    position_lr: float = 3e-2
+    steps: int = 40
+    t_early: float = 2.0
+    t_late: float = 22.0
+    bias_time: float = 12.0
+    interpolate: bool = True
+    max_delay: int = 8
+    delay_scale: float = 3.0
+    tau_mem: float = 8.0
+    tau_out: float = 8.0
+    init_gain: float = 2.0
+    train_size: int = 5000
+    val_size: int = 1000
+    test_size: int = 1000
+
+    @property
+    def tag(self) -> str:
+        """``variant[-dD]-hH[-eE]``: the epoch count appears when it is not the default."""
+        dim = f"-d{self.dim}" if self.variant in ("spatial", "fixed") else ""
+        epochs = "" if self.epochs == DEFAULT_EPOCHS else f"-e{self.epochs}"
+        return f"{self.variant}{dim}-h{self.hidden}{epochs}"
+
+
+def expected_params(variant: str, hidden: int, dim: int) -> int:
+    """Trainable parameters of :func:`build_model`: weights ``5 H`` (no bias: the bias
+    spike plays it) and ``3 H + 3``, plus ``(5 + H + 3) D`` positions (``spatial``) or
+    ``8 H`` delays (``free``).
+    """
+    weights = NUM_CHANNELS * hidden + NUM_CLASSES * hidden + NUM_CLASSES
+    if variant == "spatial":
+        return weights + (NUM_CHANNELS + hidden + NUM_CLASSES) * dim
+    if variant == "free":
+        return weights + (NUM_CHANNELS + NUM_CLASSES) * hidden
+    return weights
+
+
+def _synapses(cfg: Config) -> tuple[nn.Module, nn.Module]:
+    h = cfg.hidden
+    if cfg.variant == "none":
+        return (
+            layer.Linear(NUM_CHANNELS, h, bias=False, step_mode="m"),
+            layer.Linear(h, NUM_CLASSES, step_mode="m"),
+        )
+    if cfg.variant == "free":
+        kw = dict(step_mode="m", max_delay=cfg.max_delay, init_max=2.0 * cfg.delay_scale)
+        return (
+            FreeDelayLinear(NUM_CHANNELS, h, bias=False, **kw),
+            FreeDelayLinear(h, NUM_CLASSES, **kw),
+        )
+    hidden = NeuronPositions(h, cfg.dim)
+    kw = dict(step_mode="m", dim=cfg.dim, max_delay=cfg.max_delay, delay_scale=cfg.delay_scale)
+    first = SpatialDelayLinear(NUM_CHANNELS, h, bias=False, post_positions=hidden, **kw)
+    second = SpatialDelayLinear(h, NUM_CLASSES, pre_positions=hidden, **kw)
+    return first, second
+
+
+def build_model(cfg: Config) -> nn.Sequential:
+    """``[T, N, 5]`` spikes -> readout membranes ``[T, N, 3]`` for ``cfg.variant``."""
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
+    torch.manual_seed(cfg.seed)
+    first, second = _synapses(cfg)
+    with torch.no_grad():
+        first.weight.mul_(cfg.init_gain)
+    lif = neuron.LIFNode(
+        tau=cfg.tau_mem,
+        decay_input=False,
+        detach_reset=True,
+        surrogate_function=surrogate.ATan(),
+        step_mode="m",
+    )
+    model = nn.Sequential(first, lif, second, ExponentialSynapse(cfg.tau_out, step_mode="m"))
+    if cfg.variant == "fixed":
+        for module in model.modules():
+            if isinstance(module, NeuronPositions):
+                module.requires_grad_(False)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters, each shared tensor once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Maximum over time of the readout membranes: ``[T, N, 5]`` -> ``[N, 3]``."""
+    functional.reset_net(model)
+    return model(x).amax(dim=0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Fraction of ``x [T, N, 5]`` classified as ``y [N]``."""
+    with torch.no_grad():
+        hits = sum(
+            int((logits(model, x[:, i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+            for i in range(0, y.shape[0], batch)
+        )
+    return hits / y.shape[0]
+
+
+def encoded(size: int, seed: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs, labels = make_yinyang(size, seed)
+    x = ttfs_encode(
+        inputs,
+        cfg.steps,
+        t_early=cfg.t_early,
+        t_late=cfg.t_late,
+        bias_time=cfg.bias_time,
+        interpolate=cfg.interpolate,
+    )
+    return x, torch.from_numpy(labels)
+
+
+def train(cfg: Config, log=print) -> dict:
+    """Train one model; the record of :func:`main`'s JSON (without machine fields)."""
+    start = time.perf_counter()
+    train_x, train_y = encoded(cfg.train_size, 42, cfg)
+    val_x, val_y = encoded(cfg.val_size, 41, cfg)
+    test_x, test_y = encoded(cfg.test_size, 40, cfg)
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.position_lr))
+    batches = math.ceil(cfg.train_size / cfg.batch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * batches)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    best = {"val_acc": -1.0}
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        order = torch.randperm(cfg.train_size, generator=generator)
+        total = 0.0
+        for b in range(batches):
+            idx = order[b * cfg.batch : (b + 1) * cfg.batch]
+            loss = F.cross_entropy(logits(model, train_x[:, idx]), train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * idx.numel()
+        val_acc = accuracy(model, val_x, val_y)
+        history.append({"epoch": epoch, "train_loss": total / cfg.train_size, "val_acc": val_acc})
+        log(
+            f"{cfg.tag} seed {cfg.seed} epoch {epoch}: loss {history[-1]['train_loss']:.4f} "
+            f"val {val_acc:.4f}"
+        )
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+    model.load_state_dict(best["state"])
+    return {
+        "variant": cfg.variant,
+        "dim": cfg.dim if cfg.variant in ("spatial", "fixed") else None,
+        "hidden": cfg.hidden,
+        "seed": cfg.seed,
+        "tag": cfg.tag,
+        "params": count_params(model),
+        "best_epoch": best["epoch"],
+        "val_acc": best["val_acc"],
+        "test_acc": accuracy(model, test_x, test_y),
+        "train_acc": accuracy(model, train_x, train_y),
+        "time_s": round(time.perf_counter() - start, 2),
+        "config": asdict(cfg),
+        "history": history,
+    }
+
+
+def _group_key(run: dict) -> tuple:
+    return (run["variant"], run["dim"] or 0, run["hidden"], run["config"]["epochs"])
+
+
+def _spsnn(run: dict) -> float | None:
+    key = (run["variant"], run["dim"] if run["variant"] == "spatial" else None)
+    return SPSNN.get(key) if run["hidden"] == 45 or run["variant"] != "spatial" else None
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (variant, dim, hidden): test accuracy statistics over seeds (in %)."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(_group_key(run), []).append(run)
+    rows = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r["seed"])
+        test = [100 * r["test_acc"] for r in group]
+        rows.append(
+            {
+                "tag": group[0]["tag"],
+                "variant": key[0],
+                "dim": group[0]["dim"],
+                "hidden": key[2],
+                "params": group[0]["params"],
+                "seeds": [r["seed"] for r in group],
+                "mean": statistics.fmean(test),
+                "std": statistics.stdev(test) if len(test) > 1 else 0.0,
+                "test": test,
+                "median": statistics.median(test),
+                "min": min(test),
+                "max": max(test),
+                "val_mean": statistics.fmean(100 * r["val_acc"] for r in group),
+                "epochs": group[0]["config"]["epochs"],
+                "time_s": statistics.fmean(r["time_s"] for r in group),
+                "spsnn_median": _spsnn(group[0]),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary table of :func:`summarize` rows."""
+    lines = [
+        "| variant | D | hidden | trainable params | seeds | test acc mean ± std (%) | "
+        "median | min / max | val mean | epochs | s / run | SpSNN median |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        spsnn = "-" if r["spsnn_median"] is None else f"{r['spsnn_median']:.2f}"
+        lines.append(
+            f"| {r['variant']} | {r['dim'] or '-'} | {r['hidden']} | {r['params']} | "
+            f"{','.join(map(str, r['seeds']))} | {r['mean']:.2f} ± {r['std']:.2f} | "
+            f"{r['median']:.2f} | {r['min']:.2f} / {r['max']:.2f} | {r['val_mean']:.2f} | "
+            f"{r['epochs']} | {r['time_s']:.0f} | {spsnn} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    """Test accuracy against trainable parameters: every seed (small dots) and the
+    median (large marker) per row, the SpSNN medians as horizontal lines; seeds below the
+    axis are drawn on it as triangles. False when matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    floor = min([r["median"] for r in rows] + list(SPSNN.values())) - 2.0
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for r in rows:
+        color = ax.plot(r["params"], r["median"], "o", markersize=8, label=r["tag"])[0].get_color()
+        seeds = [max(acc, floor) for acc in r["test"]]
+        markers = ["v" if acc < floor else "." for acc in r["test"]]
+        for acc, marker in zip(seeds, markers, strict=True):
+            ax.plot(r["params"], acc, marker, color=color, alpha=0.6)
+    for ((variant, dim), value), style in zip(SPSNN.items(), ("-", "--", "-.", ":"), strict=True):
+        name = f"SpSNN {variant}" + (f" {dim}-D" if dim else "") + f" median {value}"
+        ax.axhline(value, linestyle=style, linewidth=0.9, color="grey", label=name)
+    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)", xscale="log")
+    ax.set_ylim(floor - 0.5, 100.0)
+    ax.set_title("Yin-Yang: test accuracy against trainable parameters (median, seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def load_runs(out: Path) -> list[dict]:
+    """Every run JSON in ``out`` (the files :func:`main` writes)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*-s*.json"))]
+
+
+def write_summary(out: Path) -> list[dict]:
+    """Rebuild ``summary.md``, ``summary.json`` and ``accuracy_vs_params.png`` in ``out``."""
+    rows = summarize(load_runs(out))
+    (out / "summary.md").write_text(markdown(rows))
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    plot(rows, out / "accuracy_vs_params.png")
+    return rows
+
+
+QUICK = dict(train_size=300, val_size=100, test_size=100, epochs=1, hidden=8, batch=50)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    defaults = Config()
+    parser.add_argument("--variant", choices=VARIANTS, default="spatial")
+    parser.add_argument("--dim", type=int, default=defaults.dim)
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--summarize", action="store_true", help="only rebuild the summary")
+    parser.add_argument("--threads", type=int, default=1)
+    for name in (
+        "batch",
+        "lr",
+        "position_lr",
+        "steps",
+        "max_delay",
+        "delay_scale",
+        "tau_mem",
+        "tau_out",
+        "init_gain",
+        "t_early",
+        "t_late",
+        "bias_time",
+    ):
+        value = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument(
+        "--interpolate",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.interpolate,
+        help="sub-step spike times split between two steps (default) or rounded",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the command line ``argv``; returns the summary rows of ``--out``."""
+    args = make_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.summarize:
+        return write_summary(args.out)
+    torch.set_num_threads(args.threads)
+    fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
+    if args.quick:
+        fields.update(QUICK)
+    command = "python benchmarks/yinyang.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for seed in args.seeds:
+        cfg = Config(**{**fields, "seed": seed})
+        record = train(cfg)
+        record.update(command=command, machine=machine_info(torch.device("cpu")))
+        (args.out / f"{cfg.tag}-s{seed}.json").write_text(json.dumps(record, indent=1))
+        print(
+            f"{cfg.tag} seed {seed}: val {record['val_acc']:.4f} test {record['test_acc']:.4f} "
+            f"params {record['params']} ({record['time_s']:.0f} s)"
+        )
+    return write_summary(args.out)
+
+
+if __name__ == "__main__":
+    main()
