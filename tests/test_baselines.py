@@ -59,7 +59,7 @@ def test_recurrent_equals_spec_formula():
 def test_parameters_state_dict_and_param_groups():
     layer = FreeDelayLinear(6, 4, max_delay=10, init_max=2.0)
     assert set(layer.state_dict()) == {"weight", "bias", "delay"}
-    assert 0 <= float(layer.delay.min()) and float(layer.delay.max()) <= 2.0
+    assert 0 <= layer.delay.min().item() and layer.delay.max().item() <= 2.0
     groups = param_groups(nn.Sequential(layer), lr=1e-3, position_lr=0.05)
     assert [g["lr"] for g in groups] == [1e-3, 0.05]
     assert groups[1]["params"] == [layer.delay]
