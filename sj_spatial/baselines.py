@@ -17,17 +17,35 @@ from ._checks import check_float
 from .layers import DEFAULT_MAX_DELAY, SpatialDelayLinear, SpatialRecurrentContainer
 
 
-def _free_delays(out_features: int, in_features: int, init_max: float) -> nn.Parameter:
-    return nn.Parameter(torch.rand(out_features, in_features) * init_max)
+class _FreeDelays:
+    """The part both free-delay layers share: the ``delay`` parameter replaces positions."""
+
+    def _init_delays(self, out_features: int, in_features: int, init_max: float | None):
+        for name in ("pre_positions", "post_positions", "positions"):
+            if hasattr(self, name):
+                delattr(self, name)
+        init_max = float(self.max_delay) if init_max is None else init_max
+        init_max = check_float("init_max", init_max)
+        self.delay = nn.Parameter(torch.rand(out_features, in_features) * init_max)
+
+    def timing_parameters(self) -> list[nn.Parameter]:
+        """The parameters that set the delays (for :func:`sj_spatial.param_groups`)."""
+        return [self.delay]
+
+    def delays(self) -> torch.Tensor:
+        """Delays ``[out, in]`` in time steps, clamped to ``[0, max_delay]``."""
+        if not bool(torch.isfinite(self.delay).all()):
+            raise ValueError("delay must be finite, got NaN/Inf in the free delay parameter")
+        return torch.clamp(self.delay, 0.0, float(self.max_delay))
+
+    def _check_finite(self) -> None:
+        self.delays()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
 
 
-def _clamped(delay: torch.Tensor, max_delay: int) -> torch.Tensor:
-    if not bool(torch.isfinite(delay).all()):
-        raise ValueError("delay must be finite, got NaN/Inf in the free delay parameter")
-    return torch.clamp(delay, 0.0, float(max_delay))
-
-
-class FreeDelayLinear(SpatialDelayLinear):
+class FreeDelayLinear(_FreeDelays, SpatialDelayLinear):
     """``SpatialDelayLinear`` whose delays are free parameters ``delay [out, in]``.
 
     Delays are in time steps, initialised uniform in ``[0, init_max]`` (default
@@ -57,26 +75,10 @@ class FreeDelayLinear(SpatialDelayLinear):
             delay_mode=delay_mode,
             backend=backend,
         )
-        del self.pre_positions, self.post_positions
-        init_max = float(max_delay) if init_max is None else check_float("init_max", init_max)
-        self.delay = _free_delays(out_features, in_features, init_max)
-
-    def timing_parameters(self) -> list[nn.Parameter]:
-        """The parameters that set the delays (for :func:`sj_spatial.param_groups`)."""
-        return [self.delay]
-
-    def delays(self) -> torch.Tensor:
-        """Delays ``[out, in]`` in time steps, clamped to ``[0, max_delay]``."""
-        return _clamped(self.delay, self.max_delay)
-
-    def _check_finite(self) -> None:
-        _clamped(self.delay, self.max_delay)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
+        self._init_delays(out_features, in_features, init_max)
 
 
-class FreeDelayRecurrentContainer(SpatialRecurrentContainer):
+class FreeDelayRecurrentContainer(_FreeDelays, SpatialRecurrentContainer):
     """``SpatialRecurrentContainer`` whose recurrent delays are free parameters ``delay [n, n]``.
 
     Same recurrence (every synapse at least one step), delays in time steps initialised
@@ -105,20 +107,4 @@ class FreeDelayRecurrentContainer(SpatialRecurrentContainer):
             delay_mode=delay_mode,
             backend=backend,
         )
-        del self.positions
-        init_max = float(max_delay) if init_max is None else check_float("init_max", init_max)
-        self.delay = _free_delays(num_features, num_features, init_max)
-
-    def timing_parameters(self) -> list[nn.Parameter]:
-        """The parameters that set the delays (for :func:`sj_spatial.param_groups`)."""
-        return [self.delay]
-
-    def delays(self) -> torch.Tensor:
-        """Delays ``[n, n]`` in time steps, clamped to ``[0, max_delay]``."""
-        return _clamped(self.delay, self.max_delay)
-
-    def _check_finite(self) -> None:
-        _clamped(self.delay, self.max_delay)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
+        self._init_delays(num_features, num_features, init_max)
