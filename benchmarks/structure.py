@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_layers import cpu_model
 from spikingjelly.activation_based import functional
 from torch import nn
 
@@ -465,18 +466,8 @@ def environment() -> dict:
         "sj_spatial": sj_spatial.__version__,
         "numpy": np.__version__,
         "machine": platform.machine(),
-        "processor": _cpu_name(),
+        "processor": cpu_model(),
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(results: dict) -> str:
