@@ -23,13 +23,17 @@ def num_taps(max_delay: int) -> int:
 
 
 class _Synapses:
-    """Taps, fractions and kernel of one delayed weight matrix, prepared once per call."""
+    """Taps, fractions and kernel of one delayed weight matrix, prepared once per call on
+    the sequence ``x``."""
 
-    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, device):
+    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, x):
         self.weight, self.bias = weight, bias
         self.taps, self.frac = delay_taps(delays, delay_mode)
         self.num_taps = num_taps(max_delay)
-        self.impl = backends.select(backend, device)
+        self.impl = backends.select(backend, x.device)
+        # As nn.Linear under autocast: the output, bias included, has the autocast dtype.
+        self.amp = matmul_dtype(x, weight)
+        self.out_bias = bias if bias is None or self.amp is None else bias.to(self.amp)
 
     def __call__(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
         t_in, batch = x.shape[0], x.shape[1:-1]
@@ -41,13 +45,10 @@ class _Synapses:
             self.num_taps,
             t_out,
         )
-        bias = self.bias
-        amp = matmul_dtype(x, self.weight)
-        if amp is not None:  # as nn.Linear under autocast: output and bias in that dtype
-            y = y.to(amp)
-            bias = None if bias is None else bias.to(amp)
-        if bias is not None:
-            y = y + bias
+        if self.amp is not None:
+            y = y.to(self.amp)
+        if self.out_bias is not None:
+            y = y + self.out_bias
         return y.reshape(t_out, *batch, self.weight.shape[0])
 
 
@@ -91,7 +92,7 @@ def delayed_linear(
     shape ``[t_out, *batch, out]``, in ``x``'s dtype (the autocast dtype under autocast).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x)
     return synapses(x, x.shape[0] if t_out is None else t_out)
 
 
@@ -116,18 +117,17 @@ def delayed_recurrence(
     (float32 for a float32 ``x``).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x.device)
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x)
     keep = synapses.num_taps
     if backend == "cupy" and history is None:
         fused = _fused_lif(x, step, synapses)
         if fused is not None:
             return fused, fused[-keep:]
-    amp = matmul_dtype(x, weight)
-    first = bias if bias is None or amp is None else bias.to(amp)  # r[0] without a history
     outputs = []
     for x_t in x:
-        # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k].
-        r = first if history is None else synapses(history, 1)[0]
+        # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k]; without a
+        # history r[0] is the bias alone.
+        r = synapses.out_bias if history is None else synapses(history, 1)[0]
         s = step(x_t if r is None else x_t + r)
         outputs.append(s)
         history = s[None] if history is None else torch.cat((history[1 - keep :], s[None]))

@@ -179,7 +179,7 @@ def test_paper_model_cell_runs_fused_and_continues_like_the_generic_loop(emu, mo
     x = torch.rand(12, 2, 16, dtype=torch.float64) * 2
     fused_cell = copy.deepcopy(rec.sub_module)
     synapses = _Synapses(
-        rec.weight, rec.bias, rec.delays(), rec.max_delay, rec.delay_mode, "torch", x.device
+        rec.weight, rec.bias, rec.delays(), rec.max_delay, rec.delay_mode, "torch", x
     )
     got = _fused_lif(x, fused_cell, synapses)
     assert got is not None
