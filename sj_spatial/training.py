@@ -67,6 +67,16 @@ def chunked_forward(
     return torch.cat(outputs)
 
 
+def _check_training(x_seq, loss_fn, chunk: int, step_mode: str) -> list[tuple[int, int]]:
+    """Check the arguments of the chunked training helpers; returns the chunk bounds."""
+    _check_sequence(x_seq)
+    check_choice("step_mode", step_mode, STEP_MODES)
+    bounds = chunk_bounds(x_seq.shape[0], chunk)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    return bounds
+
+
 def _scalar_loss(loss_fn, outputs: torch.Tensor) -> torch.Tensor:
     loss = loss_fn(outputs)
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -101,11 +111,7 @@ def truncated_bptt(
     The graph held at any time covers one chunk. Returns ``(loss, outputs)``, detached;
     the model's memories hold the state after ``x_seq``.
     """
-    _check_sequence(x_seq)
-    check_choice("step_mode", step_mode, STEP_MODES)
-    bounds = chunk_bounds(x_seq.shape[0], chunk)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    bounds = _check_training(x_seq, loss_fn, chunk, step_mode)
     functional.reset_net(model)
     with torch.enable_grad():
         if len(bounds) == 1:
@@ -184,11 +190,7 @@ def checkpointed_bptt(
     compute: one forward pass more than plain BPTT. The model's memories end as after
     ``x_seq``, detached; the RNG ends as after one forward pass.
     """
-    _check_sequence(x_seq)
-    check_choice("step_mode", step_mode, STEP_MODES)
-    bounds = chunk_bounds(x_seq.shape[0], chunk)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    bounds = _check_training(x_seq, loss_fn, chunk, step_mode)
     if len(bounds) == 1:
         return truncated_bptt(model, x_seq, loss_fn, chunk, step_mode=step_mode)
     device = x_seq.device
