@@ -13,3 +13,13 @@ warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.s
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def exact_float32():
+    """Float32 on CUDA without TF32, which torch's convolutions and matmuls use by default,
+    so that float32 references compare at float32 precision."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

@@ -14,16 +14,11 @@ from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
 from sj_spatial.backends import cupy_missing, dense
 
 _missing = cupy_missing()
-pytestmark = pytest.mark.skipif(_missing is not None, reason=f"backend='cupy': {_missing}")
-
-
-@pytest.fixture(autouse=True)
-def exact_float32():
-    """The torch reference convolves in TF32 by default on CUDA; compare in full float32."""
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+# The torch reference convolves in TF32 by default on CUDA; compare in full float32.
+pytestmark = [
+    pytest.mark.skipif(_missing is not None, reason=f"backend='cupy': {_missing}"),
+    pytest.mark.usefixtures("exact_float32"),
+]
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -64,13 +64,8 @@ def autocast_missing(device: str, dtype: torch.dtype) -> str | None:
     return None if on else f"this torch has no {dtype} autocast on {device}"
 
 
-@pytest.fixture(autouse=True)
-def exact_float32():
-    """The float32 reference must not convolve in TF32 on CUDA."""
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+# The float32 reference must not convolve in TF32 on CUDA.
+pytestmark = pytest.mark.usefixtures("exact_float32")
 
 
 @contextlib.contextmanager

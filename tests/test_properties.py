@@ -301,26 +301,21 @@ def check_recurrent_lif(case: Case, mode: str) -> None:
 
 
 def check_cupy_equals_torch(case: Case, mode: str) -> None:
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        ref = make_linear(case, mode).cuda()
-        fast = make_linear(case, mode, backend="cupy").cuda()
-        x, _ = inputs(case, case.n_in)
-        want = run(ref, x.cuda(), case.seed, "cuda")
-        got = run(fast, x.cuda(), case.seed, "cuda")
-        assert_finite(*got)
-        assert_same_run(got, want, case.dtype, "cupy vs torch")
-        rec_case = Case(**{**case.__dict__, "n_out": case.n_in})
-        rec_ref = make_recurrent(rec_case, mode).cuda()
-        rec_fast = make_recurrent(rec_case, mode, backend="cupy").cuda()
-        x = x.abs() * 2
-        want = run(rec_ref, x.cuda(), case.seed, "cuda")
-        got = run(rec_fast, x.cuda(), case.seed, "cuda")
-        assert_finite(*got, unused=("weight", "positions.positions") if case.t == 1 else ())
-        assert_same_run(got, want, case.dtype, "recurrent cupy vs torch")
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    ref = make_linear(case, mode).cuda()
+    fast = make_linear(case, mode, backend="cupy").cuda()
+    x, _ = inputs(case, case.n_in)
+    want = run(ref, x.cuda(), case.seed, "cuda")
+    got = run(fast, x.cuda(), case.seed, "cuda")
+    assert_finite(*got)
+    assert_same_run(got, want, case.dtype, "cupy vs torch")
+    rec_case = Case(**{**case.__dict__, "n_out": case.n_in})
+    rec_ref = make_recurrent(rec_case, mode).cuda()
+    rec_fast = make_recurrent(rec_case, mode, backend="cupy").cuda()
+    x = x.abs() * 2
+    want = run(rec_ref, x.cuda(), case.seed, "cuda")
+    got = run(rec_fast, x.cuda(), case.seed, "cuda")
+    assert_finite(*got, unused=("weight", "positions.positions") if case.t == 1 else ())
+    assert_same_run(got, want, case.dtype, "recurrent cupy vs torch")
 
 
 MODES = st.sampled_from(["s", "m"])  # the step mode run first; the other is compared to it
@@ -351,6 +346,7 @@ _no_cupy = cupy_missing()
 
 
 @pytest.mark.skipif(_no_cupy is not None, reason=f"backend='cupy': {_no_cupy}")
+@pytest.mark.usefixtures("exact_float32")
 @categories
 def test_cupy_equals_torch(dtype, delay_mode, layout):
     key = f"cupy {dtype} {delay_mode} {layout}"
