@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 HIDDEN = 8  # --quick
 FIGURES = ("fig5_wiring_cost", "fig6_pruning", "fig2a_specialisation", "fig4b_delays")
 FIGURES += ("fig7_ablation",)
@@ -19,13 +16,8 @@ RUNS += ("spatial-d1", "spatial-d3", "spatial-d4")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import structure
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return structure
+def bench(benchmark_script):
+    return benchmark_script("structure")
 
 
 @pytest.fixture(scope="module")

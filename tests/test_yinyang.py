@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +17,6 @@ from sj_spatial.data.yinyang import (
     yinyang_class,
     yinyang_split,
 )
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_splits_are_the_published_sizes_and_seeds():
@@ -124,13 +120,8 @@ def test_encoding_without_bias_and_bad_arguments():
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import yinyang
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return yinyang
+def bench(benchmark_script):
+    return benchmark_script("yinyang")
 
 
 def _params(variant: str, hidden: int, dim: int) -> int:
