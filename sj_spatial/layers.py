@@ -45,7 +45,7 @@ def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch
         )
 
 
-def _detach_memories(module: base.MemoryModule) -> None:
+def detach_memories(module: base.MemoryModule) -> None:
     """Replace ``module``'s tensor memories by detached copies that share their storage."""
     # Out of place: a memory can be a view of a tensor the caller holds (an input, an
     # output), which ``MemoryModule.detach``'s in-place ``detach_()`` rejects or alters.
@@ -106,7 +106,7 @@ class _SpatialModule(base.MemoryModule):
         """Cut the autograd graph through the delay memory (``functional.detach_net`` calls
         it between chunks of a sequence); the memory's values are unchanged.
         """
-        _detach_memories(self)
+        detach_memories(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A pruned layer's state_dict holds a mask that a fresh layer does not have yet.
@@ -250,10 +250,10 @@ class SpatialRecurrentContainer(_SpatialModule):
         """Cut the autograd graph through the spike memory and the memories of
         ``sub_module`` (``functional.detach_net`` calls it before the sub-module's own).
         """
-        _detach_memories(self)
+        detach_memories(self)
         for module in self.sub_module.modules():
             if isinstance(module, base.MemoryModule):
-                _detach_memories(module)
+                detach_memories(module)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""

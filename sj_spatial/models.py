@@ -9,7 +9,7 @@ from spikingjelly.activation_based import base, layer, neuron, surrogate
 from torch import nn
 
 from ._checks import STEP_MODES, check_choice, check_float, check_int
-from .layers import DEFAULT_MAX_DELAY, SpatialRecurrentContainer
+from .layers import DEFAULT_MAX_DELAY, SpatialRecurrentContainer, detach_memories
 
 
 class _Leaky(base.MemoryModule):
@@ -32,8 +32,7 @@ class _Leaky(base.MemoryModule):
 
     def detach(self) -> None:
         # Out of place: in single-step mode the state is the output the caller holds.
-        if isinstance(self.state, torch.Tensor):
-            self.state = self.state.detach()
+        detach_memories(self)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, step_mode={self.step_mode}"
