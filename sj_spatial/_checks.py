@@ -50,3 +50,40 @@ def check_input(name: str, x, features: int, min_ndim: int, step_mode: str) -> N
         raise ValueError(
             f"{name} must have {features} features in its last dim, got shape {tuple(x.shape)}"
         )
+
+
+def _raise_unless_finite(tensor: torch.Tensor, name: str, owner: str) -> None:
+    bad = ~torch.isfinite(tensor.detach())
+    if bool(bad.any()):
+        raise ValueError(
+            f"{name} must be finite, got NaN/Inf in {int(bad.sum())} of {tensor.numel()} values "
+            f"of {owner}; the last optimiser step probably diverged (lower the learning rate "
+            "of the positions or clip the gradients)"
+        )
+
+
+@torch.library.custom_op("sj_spatial::finite", mutates_args=())
+def _finite_op(tensor: torch.Tensor, name: str, owner: str) -> torch.Tensor:
+    _raise_unless_finite(tensor, name, owner)
+    return tensor.clone()
+
+
+@_finite_op.register_fake
+def _(tensor, name, owner):
+    return torch.empty_like(tensor)
+
+
+_finite_op.register_autograd(lambda ctx, grad: (grad, None, None))
+
+
+def check_finite(tensor: torch.Tensor, name: str, owner: str) -> torch.Tensor:
+    """Return ``tensor`` after checking that all its values are finite.
+
+    Raises ValueError naming ``name`` (the argument or attribute) and ``owner`` (the
+    module) otherwise. Under ``torch.compile`` the check is an opaque op that runs with
+    the compiled graph (which cannot branch on values) and returns a checked copy.
+    """
+    if torch.compiler.is_compiling():
+        return _finite_op(tensor, name, owner)
+    _raise_unless_finite(tensor, name, owner)
+    return tensor

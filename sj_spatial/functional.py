@@ -9,6 +9,7 @@ output once. Delays and fractions stay in float32 (see :mod:`sj_spatial.delays`)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -38,7 +39,7 @@ class _Synapses:
     def __call__(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
         t_in, batch = x.shape[0], x.shape[1:-1]
         y = self.impl.delayed_matmul(
-            x.reshape(t_in, -1, x.shape[-1]),
+            x.reshape(t_in, math.prod(batch), x.shape[-1]),  # explicit: batch may be empty
             self.weight,
             self.taps,
             self.frac,
@@ -119,7 +120,9 @@ def delayed_recurrence(
     check_dtypes(x, weight)
     synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x)
     keep = synapses.num_taps
-    if backend == "cupy" and history is None:
+    if x.shape[0] == 0:  # an empty sequence: nothing happens, the memory stays as it was
+        return x.new_zeros(x.shape), history
+    if backend == "cupy" and history is None and x.numel():
         fused = _fused_lif(x, step, synapses)
         if fused is not None:
             return fused, fused[-keep:]
@@ -134,6 +137,7 @@ def delayed_recurrence(
     return torch.stack(outputs), history
 
 
+@torch.compiler.disable  # CuPy launches: a graph break under torch.compile
 def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
     """All T steps of a fresh LIF population (optionally behind an exponential synapse) in
     one CUDA kernel, or None when unsupported."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
-from spikingjelly.activation_based import base
+from spikingjelly.activation_based import base, layer
 from torch import nn
 
 from . import backends
@@ -55,15 +55,59 @@ def detach_memories(module: base.MemoryModule) -> None:
 
 
 class _SpatialModule(base.MemoryModule):
-    """Step mode, backend and delay options shared by the spatial layers."""
+    """Step mode, backend and delay options shared by the spatial layers.
+
+    ``max_delay``, ``delay_scale``, ``delay_mode`` and ``backend`` are checked when they
+    are assigned, after construction too; ``dim`` is fixed by the positions (read-only).
+    """
 
     def _init_options(self, step_mode, dim, max_delay, delay_scale, delay_mode, backend):
         self.step_mode = check_choice("step_mode", step_mode, STEP_MODES)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.max_delay = check_int("max_delay", max_delay, minimum=0)
-        self.delay_scale = check_float("delay_scale", delay_scale)
-        self.delay_mode = check_choice("delay_mode", delay_mode, DELAY_MODES)
+        self._dim = check_int("dim", dim, minimum=1)
+        self.max_delay = max_delay
+        self.delay_scale = delay_scale
+        self.delay_mode = delay_mode
         self.backend = backend
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the position space (fixed at construction)."""
+        return self._dim
+
+    @property
+    def max_delay(self) -> int:
+        """Longest delay in time steps (an int >= 0); longer delays are clamped to it."""
+        return self._max_delay
+
+    @max_delay.setter
+    def max_delay(self, value: int) -> None:
+        self._max_delay = check_int("max_delay", value, minimum=0)
+
+    @property
+    def delay_scale(self) -> float:
+        """Time steps per unit of distance (a finite number >= 0)."""
+        return self._delay_scale
+
+    @delay_scale.setter
+    def delay_scale(self, value: float) -> None:
+        self._delay_scale = check_float("delay_scale", value)
+
+    @property
+    def delay_mode(self) -> str:
+        """``'interpolate'`` (real-valued delays) or ``'round'`` (integer delays)."""
+        return self._delay_mode
+
+    @delay_mode.setter
+    def delay_mode(self, value: str) -> None:
+        self._delay_mode = check_choice("delay_mode", value, DELAY_MODES)
+
+    def __setstate__(self, state: dict) -> None:
+        # Modules pickled before these options became checked properties kept them as
+        # plain attributes.
+        for name in ("dim", "max_delay", "delay_scale", "delay_mode"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        super().__setstate__(state)
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
@@ -156,10 +200,6 @@ class SpatialDelayLinear(_SpatialModule):
         self._init_synapses(out_features, in_features, bias)
         self.register_memory("input_history", None)
 
-    def _check_finite(self) -> None:
-        self.pre_positions.check_finite()
-        self.post_positions.check_finite()
-
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps."""
         return delays_from_positions(
@@ -169,16 +209,24 @@ class SpatialDelayLinear(_SpatialModule):
             self.max_delay,
         )
 
+    def _synapse_delays(self) -> torch.Tensor:
+        """:meth:`delays` from positions checked to be finite (every forward checks)."""
+        return delays_from_positions(
+            self.post_positions.check_finite("post_positions"),
+            self.pre_positions.check_finite("pre_positions"),
+            self.delay_scale,
+            self.max_delay,
+        )
+
     def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
-        if self.input_history is None:
-            self._check_finite()
-        else:
+        delays = self._synapse_delays()
+        if self.input_history is not None:
             x = torch.cat((self.input_history, x))
         y = delayed_linear(
             x,
             self.effective_weight(),
             self.bias,
-            self.delays(),
+            delays,
             self.max_delay,
             delay_mode=self.delay_mode,
             backend=self.backend,
@@ -204,14 +252,34 @@ class SpatialDelayLinear(_SpatialModule):
         )
 
 
-class SpatialRecurrentContainer(_SpatialModule):
+def _check_single_step(sub_module: nn.Module) -> None:
+    """Raise ValueError unless every module inside ``sub_module`` is in single-step mode."""
+    for name, module in sub_module.named_modules():
+        mode = getattr(module, "step_mode", "s")
+        if mode != "s":
+            where = f"sub_module.{name}" if name else "sub_module"
+            raise ValueError(
+                f"{where} ({type(module).__name__}) must be in single-step mode "
+                f"(step_mode='s'), got step_mode={mode!r}: the container runs the time loop "
+                "and calls its sub_module once per step (functional.set_step_mode leaves it "
+                f"alone; set it back with {where}.step_mode = 's')"
+            )
+
+
+# Deriving from ElementWiseRecurrentContainer is how SpikingJelly's functional.set_step_mode
+# (0.0.0.0.14 and 2.x alike) knows a recurrent container: it sets the container's step
+# mode and leaves the sub-module, which the container drives one step at a time, alone.
+# Nothing else of that class is used.
+class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContainer):
     """A population whose own spikes return to it through position-delayed synapses.
 
     ``s[t] = sub_module(x[t] + r[t])`` with
     ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``: every recurrent
-    synapse has at least one step of delay. ``sub_module`` (usually a spiking neuron in
-    single-step mode) is called once per time step in both of this container's step
-    modes. Input and output have ``num_features`` features.
+    synapse has at least one step of delay. ``sub_module`` (usually a spiking neuron) must
+    be in single-step mode and is called once per time step in both of this container's
+    step modes; like SpikingJelly's own recurrent containers, ``functional.set_step_mode``
+    changes the container's step mode and leaves the sub-module's alone. Input and output
+    have ``num_features`` features.
     """
 
     def __init__(
@@ -228,23 +296,16 @@ class SpatialRecurrentContainer(_SpatialModule):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        super().__init__()
+        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
         if not isinstance(sub_module, nn.Module):
             raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
-        if getattr(sub_module, "step_mode", "s") != "s":
-            raise ValueError(
-                "sub_module must be in single-step mode (step_mode='s'), got "
-                f"step_mode={sub_module.step_mode!r}; the container runs the time loop"
-            )
+        _check_single_step(sub_module)
         self.num_features = check_int("num_features", num_features, minimum=1)
         self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
         self.sub_module = sub_module
         self.positions = _population("positions", positions, num_features, dim)
         self._init_synapses(num_features, num_features, bias)
         self.register_memory("output_history", None)
-
-    def _check_finite(self) -> None:
-        self.positions.check_finite()
 
     def detach(self) -> None:
         """Cut the autograd graph through the spike memory and the memories of
@@ -260,15 +321,19 @@ class SpatialRecurrentContainer(_SpatialModule):
         p = self.positions.positions
         return delays_from_positions(p, p, self.delay_scale, self.max_delay)
 
+    def _synapse_delays(self) -> torch.Tensor:
+        """:meth:`delays` from positions checked to be finite (every forward checks)."""
+        p = self.positions.check_finite("positions")
+        return delays_from_positions(p, p, self.delay_scale, self.max_delay)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.output_history is None:
-            self._check_finite()
+        _check_single_step(self.sub_module)
         s, self.output_history = delayed_recurrence(
             x,
             self.sub_module,
             self.effective_weight(),
             self.bias,
-            self.delays(),
+            self._synapse_delays(),
             self.max_delay,
             delay_mode=self.delay_mode,
             backend=self.backend,
@@ -285,6 +350,12 @@ class SpatialRecurrentContainer(_SpatialModule):
         check_input("x_seq", x_seq, self.num_features, 2, "m")
         _check_batch("x_seq", self.output_history, x_seq, 1)
         return self._forward(x_seq)
+
+    def materialize_states(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no functional (stateless) forward")
+
+    def single_step_functional_forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no functional (stateless) forward")
 
     def extra_repr(self) -> str:
         return (

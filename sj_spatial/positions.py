@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_finite, check_float, check_int
 
 INITS = ("uniform",)
 
@@ -40,13 +40,14 @@ class NeuronPositions(nn.Module):
         """Return the ``[N, D]`` position tensor."""
         return self.positions
 
-    def check_finite(self) -> None:
-        """Raise ValueError when any coordinate is NaN or infinite."""
-        if not bool(torch.isfinite(self.positions).all()):
-            raise ValueError(
-                f"positions must be finite, got NaN/Inf in NeuronPositions(num_neurons="
-                f"{self.num_neurons}, dim={self.dim})"
-            )
+    def check_finite(self, name: str = "positions") -> torch.Tensor:
+        """Return ``positions`` after checking that every coordinate is finite.
+
+        Raises ValueError naming ``name`` (how the caller knows these positions, e.g.
+        ``"pre_positions"``) otherwise. The spatial layers call it on every forward.
+        """
+        owner = f"NeuronPositions(num_neurons={self.num_neurons}, dim={self.dim})"
+        return check_finite(self.positions, name, owner)
 
     def extra_repr(self) -> str:
         return (

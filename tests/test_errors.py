@@ -105,3 +105,76 @@ def test_non_finite_positions_are_rejected(bad):
             module(torch.rand(2, 1, 3))
         with torch.no_grad():
             positions.positions[0, 0] = keep
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["numba", "dense"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_positions_that_become_non_finite_later_are_caught_at_the_next_call(kernel, step_mode):
+    # A diverged optimiser step makes positions NaN in the middle of a run; the next call
+    # names them (before: garbage taps in the numba kernel, silent NaN in the dense one).
+    from sj_spatial import backends
+
+    fc = SpatialDelayLinear(3, 2, step_mode=step_mode)
+    rec = SpatialRecurrentContainer(nn.Identity(), 3, step_mode=step_mode)
+    x = torch.rand(4, 3) if step_mode == "s" else torch.rand(2, 4, 3)
+    with backends.cpu_kernel(kernel):
+        for module, positions, name in (
+            (fc, fc.pre_positions, "pre_positions"),
+            (fc, fc.post_positions, "post_positions"),
+            (rec, rec.positions, "positions"),
+        ):
+            module(x)  # the memory now holds a sequence: not the first call
+            with torch.no_grad():
+                positions.positions[1, 0] = float("nan")
+            with raises(ValueError, f"{name} must be finite", "1 of", "NeuronPositions"):
+                module(x)
+            with torch.no_grad():
+                positions.positions[1, 0] = 0.5
+            module(x)
+
+
+@pytest.mark.parametrize(
+    "attribute, value, exc, words",
+    [
+        ("delay_mode", "bogus", ValueError, ["delay_mode", "'bogus'"]),
+        ("max_delay", -3, ValueError, ["max_delay", "-3"]),
+        ("max_delay", 2.5, TypeError, ["max_delay", "2.5"]),
+        ("delay_scale", float("nan"), ValueError, ["delay_scale", "nan"]),
+        ("delay_scale", "1", TypeError, ["delay_scale", "'1'"]),
+        ("backend", "triton", ValueError, ["backend", "'triton'"]),
+        ("step_mode", "x", ValueError, ["x"]),
+    ],
+)
+def test_options_assigned_after_construction_are_checked(attribute, value, exc, words):
+    for module in (SpatialDelayLinear(3, 2), SpatialRecurrentContainer(nn.Identity(), 3)):
+        before = getattr(module, attribute)
+        with raises(exc, *words):
+            setattr(module, attribute, value)
+        assert getattr(module, attribute) == before  # a rejected value changes nothing
+
+
+def test_valid_options_assigned_after_construction_take_effect():
+    fc = SpatialDelayLinear(3, 2, step_mode="m", max_delay=10, delay_scale=4.0)
+    fc.max_delay = 1
+    fc.delay_scale = 0.0
+    fc.delay_mode = "round"
+    assert (fc.max_delay, fc.delay_scale, fc.delay_mode) == (1, 0.0, "round")
+    assert torch.equal(fc.delays(), torch.full((2, 3), 0.0))
+    fc.delay_scale = 100.0
+    assert torch.equal(fc.delays(), torch.full((2, 3), 1.0))  # clamped at the new max_delay
+    with pytest.raises(AttributeError):
+        fc.dim = 3  # the positions fix the dimension
+
+
+def test_modules_pickled_with_plain_option_attributes_still_load():
+    import pickle
+
+    fc = SpatialDelayLinear(3, 2, max_delay=7, delay_scale=2.0)
+    state = fc.__dict__.copy()
+    for name in ("dim", "max_delay", "delay_scale", "delay_mode"):  # the layout of sj-spatial 0.1
+        state[name] = state.pop("_" + name)
+    old = SpatialDelayLinear.__new__(SpatialDelayLinear)
+    old.__setstate__(state)
+    assert (old.dim, old.max_delay, old.delay_scale, old.delay_mode) == (2, 7, 2.0, "interpolate")
+    copy = pickle.loads(pickle.dumps(old))
+    assert torch.equal(copy.delays(), fc.delays())

@@ -191,3 +191,30 @@ def test_delays_and_extra_repr():
     for part in ["step_mode=m", "backend=torch", "max_delay=7", "dim=3", "delay_mode=interpolate"]:
         assert part in text
     assert fc.supported_backends == ("torch", "cupy")
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["numba", "dense"])
+@pytest.mark.parametrize("shape", [(0, 3, 6), (5, 0, 6), (0, 0, 6), (4, 2, 0, 6)])
+def test_empty_sequences_and_batches_give_empty_outputs_like_layer_linear(kernel, shape):
+    from sj_spatial import backends
+
+    spatial = SpatialDelayLinear(6, 4, step_mode="m", max_delay=3)
+    plain = layer.Linear(6, 4, step_mode="m")
+    x = torch.rand(shape, requires_grad=True)
+    with backends.cpu_kernel(kernel):
+        y = spatial(x)
+        assert y.shape == plain(x).shape == (*shape[:-1], 4)
+        y.sum().backward()  # an empty output belongs to the graph, as nn.Linear's does
+    assert x.grad.shape == x.shape
+    assert torch.equal(spatial.weight.grad, torch.zeros_like(spatial.weight))
+
+
+def test_an_empty_chunk_leaves_the_sequence_memory_as_it_was():
+    fc = make(delay_scale=1.5)
+    spread(fc, 2.0)
+    x = torch.rand(7, 2, 6, dtype=D64)
+    whole = fc(x)
+    functional.reset_net(fc)
+    parts = [fc(x[:3]), fc(x[3:3]), fc(x[3:])]
+    assert parts[1].shape == (0, 2, 4)
+    assert torch.equal(torch.cat(parts), whole)

@@ -96,22 +96,25 @@ def test_reset_net_resets_the_sub_module_too():
 
 
 def test_all_delays_zero_equals_plain_loop_and_linear_recurrent_container():
+    # The plain loop's matmul (BLAS) and the delay kernel sum in different orders; in
+    # float64 their difference (~1e-16) can flip a spike only if a membrane potential lies
+    # that close to the threshold, so the spike trains are compared exactly.
     n = 5
-    rec = SpatialRecurrentContainer(neuron.LIFNode(), n, step_mode="m", delay_scale=0.0)
+    rec = make(neuron.LIFNode(), n, delay_scale=0.0)
     with torch.no_grad():
         rec.weight.mul_(3)
-    x = torch.rand(12, 3, n) * 2
+    x = torch.rand(12, 3, n, dtype=D64) * 2
     got = rec(x)
     assert got.sum() > 0
 
     lif = neuron.LIFNode()
-    s, plain = torch.zeros(3, n), []
+    s, plain = torch.zeros(3, n, dtype=D64), []
     for x_t in x:
         s = lif(x_t + s @ rec.weight.T + rec.bias)
         plain.append(s)
     assert torch.equal(got, torch.stack(plain))
 
-    sj = layer.LinearRecurrentContainer(neuron.LIFNode(), n, n, step_mode="m")
+    sj = layer.LinearRecurrentContainer(neuron.LIFNode(), n, n, step_mode="m").to(D64)
     with torch.no_grad():
         sj.rc.weight.copy_(torch.cat([torch.eye(n), rec.weight], dim=1))
         sj.rc.bias.copy_(rec.bias)
@@ -142,3 +145,62 @@ def test_shared_positions_between_feedforward_and_recurrent():
     assert rec.positions is fc.post_positions
     assert pos.positions.grad is not None and pos.positions.grad.abs().sum() > 0
     assert "max_delay=25" in repr(rec) and "num_features=4" in repr(rec)
+
+
+def test_an_empty_sequence_gives_an_empty_output_and_keeps_the_memory():
+    rec = make(neuron.LIFNode(tau=2.0), 4, delay_scale=1.3)
+    x = torch.rand(9, 2, 4, dtype=D64) * 2
+    whole = rec(x)
+    functional.reset_net(rec)
+    assert rec(x[:0]).shape == (0, 2, 4)  # first call
+    parts = [rec(x[:4]), rec(x[4:4]), rec(x[4:])]
+    assert parts[1].shape == (0, 2, 4)
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def _rsnn():
+    """The order of spikingjelly's rsnn examples: build in single-step mode, then set 'm'.
+
+    No BLAS layer in front, so that batches of different sizes run the same arithmetic."""
+    net = nn.Sequential(
+        nn.Identity(),
+        SpatialRecurrentContainer(neuron.LIFNode(tau=2.0), 4, max_delay=3, delay_scale=2.0),
+    )
+    with torch.no_grad():
+        net[1].positions.positions.uniform_(-1.0, 1.0)
+    return net
+
+
+def test_set_step_mode_leaves_the_sub_module_alone_like_linear_recurrent_container():
+    net = _rsnn()
+    x = torch.rand(6, 4, 4) * 3
+    want = torch.stack([net(x_t) for x_t in x])  # single steps
+    functional.reset_net(net)
+    functional.set_step_mode(net, "m")
+    assert net[1].step_mode == "m" and net[1].sub_module.step_mode == "s"
+    sj = layer.LinearRecurrentContainer(neuron.LIFNode(), 4, 4)
+    functional.set_step_mode(sj, "m")
+    assert sj.sub_module.step_mode == net[1].sub_module.step_mode  # the same rule as SJ's
+    got = net(x)
+    assert torch.equal(got, want)
+    # One sample's output does not depend on the others in its batch.
+    functional.reset_net(net)
+    assert torch.equal(net(x[:, 1:2]), want[:, 1:2])
+    functional.reset_net(net)
+    functional.set_step_mode(net, "s")
+    assert torch.equal(torch.stack([net(x_t) for x_t in x]), want)
+
+
+def test_a_sub_module_switched_to_multi_step_later_is_named_at_forward():
+    net = _rsnn()
+    cell = nn.Sequential(nn.Identity(), neuron.LIFNode())
+    rec = SpatialRecurrentContainer(cell, 4, step_mode="m")
+    for module, inner, where in (
+        (net[1], net[1].sub_module, "sub_module"),
+        (rec, cell[1], "sub_module.1"),
+    ):
+        inner.step_mode = "m"
+        with pytest.raises(
+            ValueError, match=rf"{where} \(LIFNode\).*step_mode='m'.*{where}\.step_mode = 's'"
+        ):
+            module(torch.rand(3, 2, 4) if module.step_mode == "m" else torch.rand(2, 4))

@@ -39,6 +39,9 @@ def delayed_matmul(
     kernel = dense_kernel(weight, taps, frac, num_taps).flip(-1)
     xs = x.permute(1, 2, 0)  # [N, in, T_in]
     # Output step t reads x[t - num_taps + 1 .. t]; the first one needed is t = t_in - t_out.
-    left = num_taps - 1 - (t_in - t_out)
+    # For t_out = 0 one step is computed and dropped, so that the empty output still
+    # belongs to the graph (as nn.Linear's does on an empty input).
+    extra = int(t_out == 0)
+    left = num_taps - 1 - (t_in - t_out) + extra
     xs = F.pad(xs, (left, 0)) if left > 0 else xs[..., -left:]
-    return F.conv1d(xs, kernel).permute(2, 0, 1)
+    return F.conv1d(xs, kernel)[..., extra:].permute(2, 0, 1)
