@@ -273,55 +273,138 @@ def _window(t_in: int, t_out: int, num_taps: int) -> tuple[int, int]:
     return first, t_in - t_out - first
 
 
-class _DelayedMatmul(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, taps, frac, num_taps, t_out):
-        t_in, n, n_in = x.shape
-        dtype = compute_dtype(x, weight)
-        first, o0 = _window(t_in, t_out, num_taps)
-        # Rows per input neuron: [in, (t_in - first) * N], time-major blocks of N.
-        xp = _transpose(x.detach()[first:].reshape(-1, n_in).to(dtype))
-        w = weight.detach().to(dtype)
-        f = frac.detach().to(dtype)
-        k = taps.detach().contiguous()
-        cb = w * f  # weight of the tap one step further back
-        ca = w - cb
-        y = x.new_zeros(weight.shape[0], t_out * n, dtype=dtype)
-        parallel, block = _schedule(w.numel() * y.shape[1], w.shape[0])
-        kernel = _forward_parallel if parallel else _forward_serial
-        kernel(xp.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, y.numpy(), block)
-        ctx.save_for_backward(xp, w, k, f)
-        ctx.sizes = (t_in, n, first, o0, t_out, x.dtype, weight.dtype, frac.dtype)
-        return _transpose(y).view(t_out, n, -1).to(x.dtype)
+# The kernels run inside two torch.library custom ops (forward and backward), so that
+# torch.compile treats them as opaque calls with known output shapes instead of tracing
+# into numba; autograd connects the two.
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        xp, w, k, f = ctx.saved_tensors
-        t_in, n, first, o0, t_out, x_dtype, w_dtype, f_dtype = ctx.sizes
-        need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
-        n_out, n_in = w.shape
-        g = _transpose(grad_y.to(xp.dtype).reshape(t_out * n, n_out))
-        work = w.numel() * g.shape[1]
-        grad_x = grad_w = grad_f = None
-        if need_x:
-            parallel, block = _schedule(work, n_in)
-            cb = w * f
-            ca = w - cb
-            gxp = torch.zeros_like(xp)
-            kernel = _grad_input_parallel if parallel else _grad_input_serial
-            kernel(g.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
-            grad_x = _transpose(gxp).view(-1, n, n_in).to(x_dtype)
-            if first > 0:  # steps before the window get no gradient
-                grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
-        if need_w or need_f:
-            parallel, block = _schedule(work, n_out)
-            da, db = torch.empty_like(w), torch.empty_like(w)
-            kernel = _dots_parallel if parallel else _dots_serial
-            kernel(g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, da.numpy(), db.numpy(), block)
-            diff = db - da
-            grad_w = torch.addcmul(da, f, diff).to(w_dtype) if need_w else None
-            grad_f = (w * diff).to(f_dtype) if need_f else None
-        return grad_x, grad_w, None, grad_f, None, None
+
+def _check_taps(taps: torch.Tensor, num_taps: int) -> None:
+    if taps.numel():
+        lo, hi = torch.aminmax(taps)
+        if int(lo) < 0 or int(hi) > num_taps - 2:
+            raise ValueError(
+                f"taps must lie in [0, num_taps - 2] = [0, {num_taps - 2}], "
+                f"got values in [{int(lo)}, {int(hi)}]"
+            )
+
+
+def _rows_shape(x: torch.Tensor, num_taps: int, t_out: int) -> tuple[int, int]:
+    """Shape ``[in, rows * N]`` of the input rows the forward keeps for the backward."""
+    t_in, n, n_in = x.shape
+    first, _ = _window(t_in, t_out, num_taps)
+    return n_in, (t_in - first) * n
+
+
+@torch.library.custom_op("sj_spatial::cpu_delayed_matmul", mutates_args=())
+def _forward_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    num_taps: int,
+    t_out: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y [t_out, N, out] in x's dtype, input rows [in, rows * N] in the compute dtype)``."""
+    _check_taps(taps, num_taps)
+    t_in, n, n_in = x.shape
+    dtype = compute_dtype(x, weight)
+    first, o0 = _window(t_in, t_out, num_taps)
+    # Rows per input neuron: [in, (t_in - first) * N], time-major blocks of N.
+    xp = _transpose(x[first:].reshape(-1, n_in).to(dtype))
+    w = weight.to(dtype)
+    f = frac.to(dtype)
+    cb = w * f  # weight of the tap one step further back
+    ca = w - cb
+    y = x.new_zeros(weight.shape[0], t_out * n, dtype=dtype)
+    parallel, block = _schedule(w.numel() * y.shape[1], w.shape[0])
+    kernel = _forward_parallel if parallel else _forward_serial
+    kernel(
+        xp.numpy(), ca.numpy(), cb.numpy(), taps.contiguous().numpy(), n, o0 * n, y.numpy(), block
+    )
+    return _transpose(y).view(t_out, n, -1).to(x.dtype), xp
+
+
+@_forward_op.register_fake
+def _(x, weight, taps, frac, num_taps, t_out):
+    y = x.new_empty(t_out, x.shape[1], weight.shape[0])
+    return y, x.new_empty(_rows_shape(x, num_taps, t_out), dtype=compute_dtype(x, weight))
+
+
+@torch.library.custom_op("sj_spatial::cpu_delayed_matmul_backward", mutates_args=())
+def _backward_op(
+    grad_y: torch.Tensor,
+    xp: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    t_in: int,
+    first: int,
+    o0: int,
+    need_x: bool,
+    need_wf: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad_x [t_in, N, in], grad_weight, grad_frac)``; the ones not needed are empty."""
+    t_out, n, n_out = grad_y.shape
+    n_in = weight.shape[1]
+    w, f = weight.to(xp.dtype), frac.to(xp.dtype)
+    k = taps.contiguous()
+    g = _transpose(grad_y.to(xp.dtype).reshape(t_out * n, n_out))
+    work = w.numel() * g.shape[1]
+    grad_x = grad_y.new_empty(0)
+    grad_w, grad_f = weight.new_empty(0), frac.new_empty(0)
+    if need_x:
+        parallel, block = _schedule(work, n_in)
+        cb = w * f
+        ca = w - cb
+        gxp = torch.zeros_like(xp)
+        kernel = _grad_input_parallel if parallel else _grad_input_serial
+        kernel(g.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
+        grad_x = _transpose(gxp).view(-1, n, n_in).to(grad_y.dtype)
+        if first > 0:  # steps before the window get no gradient
+            grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
+    if need_wf:
+        parallel, block = _schedule(work, n_out)
+        da, db = torch.empty_like(w), torch.empty_like(w)
+        kernel = _dots_parallel if parallel else _dots_serial
+        kernel(g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, da.numpy(), db.numpy(), block)
+        diff = db - da
+        grad_w = torch.addcmul(da, f, diff).to(weight.dtype)
+        grad_f = (w * diff).to(frac.dtype)
+    return grad_x, grad_w, grad_f
+
+
+@_backward_op.register_fake
+def _(grad_y, xp, weight, taps, frac, t_in, first, o0, need_x, need_wf):
+    grad_x = grad_y.new_empty((t_in, grad_y.shape[1], weight.shape[1]) if need_x else (0,))
+    grad_w = weight.new_empty(weight.shape if need_wf else (0,))
+    grad_f = frac.new_empty(frac.shape if need_wf else (0,))
+    return grad_x, grad_w, grad_f
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, taps, frac, num_taps, t_out = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], weight, taps, frac)
+    ctx.window = (x.shape[0], *_window(x.shape[0], t_out, num_taps))
+
+
+def _backward(ctx, grad_y, _grad_xp):
+    xp, weight, taps, frac = ctx.saved_tensors
+    need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
+    grad_x, grad_w, grad_f = _backward_op(
+        grad_y.contiguous(), xp, weight, taps, frac, *ctx.window, need_x, need_w or need_f
+    )
+    return (
+        grad_x if need_x else None,
+        grad_w if need_w else None,
+        None,
+        grad_f if need_f else None,
+        None,
+        None,
+    )
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -352,11 +435,4 @@ def delayed_matmul(
         or t_out <= 0
     ):
         return dense.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
-    if taps.numel():
-        lo, hi = torch.aminmax(taps)
-        if int(lo) < 0 or int(hi) > num_taps - 2:
-            raise ValueError(
-                f"taps must lie in [0, num_taps - 2] = [0, {num_taps - 2}], "
-                f"got values in [{int(lo)}, {int(hi)}]"
-            )
-    return _DelayedMatmul.apply(x, weight, taps, frac, num_taps, t_out)
+    return _forward_op(x, weight, taps, frac, num_taps, t_out)[0]

@@ -1,0 +1,90 @@
+"""torch.compile: the layers compile as the model's first call, with fullgraph=True too,
+and give the eager numbers (forward and gradients)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
+from sj_spatial import SpatialDelayLinear, backends
+from sj_spatial.models import recurrent_shd_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on SJ internals
+
+
+def _feedforward():
+    return nn.Sequential(
+        SpatialDelayLinear(12, 8, step_mode="m", max_delay=5, delay_scale=2.0),
+        neuron.LIFNode(tau=2.0, step_mode="m"),
+        SpatialDelayLinear(8, 3, step_mode="m", max_delay=5, delay_scale=2.0),
+    )
+
+
+def _recurrent():
+    return recurrent_shd_model(in_features=12, hidden=8, classes=3, max_delay=5, dt=0.01)
+
+
+def _run(model, x):
+    """Output and gradients of one forward + backward, then a reset."""
+    model.zero_grad()
+    y = model(x)
+    (y * torch.linspace(0.5, 1.5, y.shape[-1])).sum().backward()
+    functional.reset_net(model)
+    return y.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("make", [_feedforward, _recurrent], ids=["feedforward", "recurrent"])
+@pytest.mark.parametrize("kernel", [True, False], ids=["numba", "dense"])
+@pytest.mark.parametrize("compiler", ["eager", "aot_eager", "inductor"])
+def test_compiled_model_equals_eager_as_first_call(make, kernel, compiler):
+    torch._dynamo.reset()
+    model = make()
+    x = (torch.rand(9, 2, 12) < 0.3).float()
+    with backends.cpu_kernel(kernel):
+        compiled = torch.compile(model, backend=compiler, fullgraph=True)
+        got, got_grads = _run(compiled, x)  # the first call of the model is the compiled one
+        want, want_grads = _run(model, x)
+        again, _ = _run(compiled, x)  # the second compiled call reuses the graph
+    # The same kernels run inside and outside the graph; inductor may fuse the elementwise
+    # neuron arithmetic differently (float32 rounding), hence a tolerance, not equality.
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_positions_are_caught_inside_a_compiled_graph():
+    torch._dynamo.reset()
+    model = _feedforward()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.rand(4, 2, 12)
+    compiled(x)
+    functional.reset_net(model)
+    with torch.no_grad():
+        model[2].pre_positions.positions[3, 1] = float("inf")
+    with pytest.raises(ValueError, match="pre_positions must be finite"):
+        compiled(x)
+
+
+def test_compile_as_the_first_call_in_a_fresh_process():
+    # numba dispatches (and loads its cache) on the first call in a process; dynamo used to
+    # trace into that and fail ("exception table entry start instruction has no offset").
+    script = textwrap.dedent(
+        """
+        import torch
+        from sj_spatial.models import recurrent_shd_model
+        model = recurrent_shd_model(in_features=12, hidden=8, classes=3, max_delay=5, dt=0.01)
+        y = torch.compile(model, backend="eager", fullgraph=True)(torch.rand(9, 2, 12))
+        y.sum().backward()
+        print("ok", tuple(y.shape))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ok (9, 2, 3)" in done.stdout
