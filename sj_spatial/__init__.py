@@ -1,6 +1,6 @@
 """sj_spatial: spiking networks whose synaptic delays are learned as neuron positions."""
 
-from .convert import spatialize
+from .convert import SpatializeReport, spatialize
 from .cost import WiringCost, prune_by_distance, prune_by_magnitude
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
 from .positions import NeuronPositions, param_groups
@@ -10,6 +10,7 @@ __all__ = [
     "NeuronPositions",
     "SpatialDelayLinear",
     "SpatialRecurrentContainer",
+    "SpatializeReport",
     "WiringCost",
     "checkpointed_bptt",
     "chunked_forward",
