@@ -31,9 +31,18 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import __version__, topology
+from .backends import cupy_missing
 from .callbacks import TopologyLogger, position_figure
 from .cost import WiringCost
-from .data import AugmentedSHD, builtin_shd_root, collate, shd_splits
+from .data import (
+    AugmentedSHD,
+    SHDFormatError,
+    builtin_shd_root,
+    collate,
+    find_shd_file,
+    shd_splits,
+)
+from .data.shd import SEARCH_DIRS
 from .distributed import (
     ShardedBatchSampler,
     World,
@@ -52,14 +61,100 @@ from .training import checkpointed_bptt, truncated_bptt
 CHECKPOINT = "checkpoint.pt"
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), not a
+    usage block: ``PROG: error: MESSAGE (see PROG --help)``; unrecognized arguments are
+    reported by the command they were given to (``sj-spatial train``)."""
+
+    def error(self, message: str):
+        self._fail(self.prog, message)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = self.prog if command is None else f"{self.prog} {command}"
+            self._fail(prog, f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _fail(self, prog: str, message: str):
+        self.exit(2, f"{prog}: error: {_one_line(message)} (see {prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the default of every option except those that are None or False (flags and
+    options whose help says what their absence means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Reported(SystemExit):
+    """A user's mistake that :func:`main` has printed: ``str()`` is the message and
+    ``code`` the exit status, so the interpreter ends without printing it again."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.code = status
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _number(kind: type, low: float, strict: bool = False):
+    """An argparse ``type=``: a finite ``kind`` (int or float) ``>= low`` (``> low`` with
+    ``strict``); errors name the option (argparse adds it) and the bound."""
+    bound = f"{'>' if strict else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_count = _number(int, 1)
+_natural = _number(int, 0)
+_positive = _number(float, 0, strict=True)
+_nonnegative = _number(float, 0)
+#: Device types ``--device`` accepts, besides ``auto``.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def _device_option(text: str) -> str:
+    """The argparse ``type=`` of ``--device``: ``auto`` or a device string of
+    :data:`DEVICE_TYPES` that torch can parse (``cuda:1``); availability is checked later."""
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sj-spatial", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sj-spatial", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sj-spatial {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train = commands.add_parser(
         "train",
         help="train the recurrent spatial model on SHD (default: built-in data)",
         description="Train 700 -> recurrent LIF with spatial delays -> 20 leaky readouts.",
+        formatter_class=_HelpFormatter,
     )
     add = train.add_argument
     add(
@@ -68,43 +163,58 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder with shd_train.h5 and shd_test.h5 (default: built-in SHD-format data)",
     )
-    add("--epochs", type=int, default=10)
-    add("--dt", type=float, default=10e-3, help="time step in seconds (default 0.01)")
-    add("--duration", type=float, default=1.0, help="seconds of each sample used")
-    add("--dim", type=int, default=2, help="dimension of the position space")
-    add("--max-delay", type=int, default=25, help="longest delay in time steps")
+    add("--epochs", type=_count, default=10, help="number of training epochs")
+    add("--dt", type=_positive, default=10e-3, help="time step in seconds")
+    add("--duration", type=_positive, default=1.0, help="seconds of each sample used")
+    add("--dim", type=_count, default=2, help="dimension of the position space")
+    add("--max-delay", type=_natural, default=25, help="longest delay in time steps")
     add(
         "--delay-scale",
-        type=float,
+        type=_nonnegative,
         default=3.0,
-        help="time steps per unit of distance (default 3: initial delays up to ~8 steps)",
+        help="time steps per unit of distance; 3 gives initial delays up to ~8 steps",
     )
-    add("--hidden", type=int, default=128)
-    add("--batch-size", type=int, default=64)
-    add("--lr", type=float, default=1e-3, help="Adam learning rate of weights")
-    add("--position-lr", type=float, default=0.05, help="Adam learning rate of positions")
-    add("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    add("--hidden", type=_count, default=128, help="number of recurrent neurons")
+    add(
+        "--batch-size",
+        type=_count,
+        default=64,
+        help="samples per optimiser step; under torchrun, the global batch over all ranks",
+    )
+    add("--lr", type=_positive, default=1e-3, help="Adam learning rate of weights")
+    add("--position-lr", type=_positive, default=0.05, help="Adam learning rate of positions")
+    add("--clip", type=_nonnegative, default=1.0, help="gradient norm clipping; 0: off")
     add(
         "--wiring-cost",
-        type=float,
+        type=_nonnegative,
         default=0.0,
-        help="strength of the L1 wiring cost sum |w| * distance (0: none)",
+        help="strength of the L1 wiring cost sum |w| * distance; 0: none",
     )
-    add("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    add("--backend", default="torch", choices=("torch", "cupy"))
-    add("--logdir", type=Path, default=Path("runs/train"))
+    add(
+        "--device",
+        type=_device_option,
+        default="auto",
+        help="cpu, cuda, cuda:N or mps; auto: cuda if available, else cpu",
+    )
+    add(
+        "--backend",
+        default="torch",
+        choices=("torch", "cupy"),
+        help="implementation of the delayed recurrent product (cupy: CUDA kernels, needs CuPy)",
+    )
+    add("--logdir", type=Path, default=Path("runs/train"), help="folder of the outputs")
     add("--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt")
-    add("--seed", type=int, default=0)
+    add("--seed", type=_natural, default=0, help="seed of initialisation and shuffling")
     add(
         "--limit",
-        type=int,
+        type=_count,
         default=None,
-        help="use a fixed random subset of this many samples per split",
+        help="use a fixed random subset of this many samples per split (default: all)",
     )
     memory = train.add_mutually_exclusive_group()
     memory.add_argument(
         "--tbptt",
-        type=int,
+        type=_count,
         default=None,
         metavar="STEPS",
         help="truncated BPTT: gradients stop every STEPS time steps; memory grows with "
@@ -112,7 +222,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     memory.add_argument(
         "--recompute",
-        type=int,
+        type=_count,
         default=None,
         metavar="STEPS",
         help="exact gradients with memory bounded like --tbptt: keep the state every STEPS "
@@ -129,20 +239,27 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    """Run ``sj-spatial`` with ``argv``. A user's mistake (an option, the data, the device,
+    the logdir) ends as one line ``sj-spatial COMMAND: error: MESSAGE`` on stderr and a
+    SystemExit with a non-zero status (2 for options argparse rejects, else 1)."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
     if args.command == "train":
-        summary = train(args)
+        try:
+            summary = train(args)
+        except SystemExit as exc:
+            if not isinstance(exc.code, str):
+                raise
+            message = _one_line(exc.code)
+            print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+            raise _Reported(message) from None
         if summary is not None:
             print(summary_table(summary))
     return 0
 
 
 def _check_args(args, world: World) -> None:
-    for name in ("epochs", "batch_size", "hidden", "dim", "tbptt", "recompute"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.dt > 0 or not args.duration > 0:
-        raise SystemExit(f"--dt and --duration must be > 0, got {args.dt} and {args.duration}")
+    """Checks across options and the world (argparse checked each option's range)."""
     if args.batch_size % world.size:
         raise SystemExit(
             f"--batch-size is the global batch, split evenly over the world size "
@@ -152,10 +269,12 @@ def _check_args(args, world: World) -> None:
 
 
 def _device(name: str, world: World | None) -> torch.device:
-    """The device of this process: under torchrun, CUDA means ``cuda:LOCAL_RANK``."""
+    """The device of this process: under torchrun, CUDA means ``cuda:LOCAL_RANK``.
+    Raises SystemExit when the device is not on this machine."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    _check_available(device, name)
     if world is None or device.type != "cuda":
         return device
     if device.index is not None and device.index != world.local_rank:
@@ -166,12 +285,99 @@ def _device(name: str, world: World | None) -> torch.device:
     return torch.device("cuda", world.local_rank)
 
 
+def _check_available(device: torch.device, name: str) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SystemExit(
+                f"--device {name}: no CUDA GPU is visible to torch (torch.cuda.is_available() "
+                "is False); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= count:
+            raise SystemExit(
+                f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"--device {name}: no MPS device (Apple GPU) is available")
+
+
+def _check_backend(backend: str, device: torch.device) -> None:
+    """Raise SystemExit when ``--backend`` cannot run on ``device`` here."""
+    if backend != "cupy":
+        return
+    reason = cupy_missing()
+    if reason is not None:
+        raise SystemExit(f"--backend cupy is unavailable: {reason}")
+    if device.type != "cuda":
+        raise SystemExit(f"--backend cupy runs on CUDA GPUs; use --device cuda, got {device}")
+
+
+def _check_logdir(logdir: Path) -> None:
+    """Raise SystemExit unless ``logdir`` is, or can be made, a folder this user may write
+    in (nothing is created here)."""
+    # os.path.exists, unlike Path.exists, says False for a path it may not look at.
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise SystemExit(f"--logdir {logdir} is a file, not a folder")
+    existing = next(p for p in (logdir, *logdir.absolute().parents) if os.path.exists(p))
+    if not os.path.isdir(existing):
+        raise SystemExit(f"--logdir {logdir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SystemExit(f"--logdir {logdir}: no permission to write in {existing}")
+
+
+def _make_logdir(logdir: Path) -> None:
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"--logdir {logdir}: cannot create it ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def _check_data_root(root: Path | None) -> None:
+    """Raise SystemExit unless ``root`` (None: the built-in data) is a folder where both
+    SHD files are found (their contents are checked when they are read)."""
+    if root is None:
+        return
+    folder = root.expanduser()
+    if not os.path.exists(folder):
+        raise SystemExit(f"--data-root {root}: no such folder")
+    if not os.path.isdir(folder):
+        raise SystemExit(
+            f"--data-root {root} is a file, not a folder; give the folder that holds "
+            "shd_train.h5 and shd_test.h5"
+        )
+    missing = []
+    for train, stem in ((True, "shd_train"), (False, "shd_test")):
+        try:
+            find_shd_file(folder, train)
+        except FileNotFoundError:
+            missing.append(f"{stem}.h5")
+        except PermissionError as exc:
+            raise SystemExit(f"--data-root {root}: no permission to read {exc.filename}") from None
+    if missing:
+        subs = ", ".join(f"{sub}/" for sub in SEARCH_DIRS if sub)
+        raise SystemExit(
+            f"--data-root {root} holds no {' and no '.join(missing)} (nor .h5.gz / .h5.zip), "
+            f"directly or in {subs}"
+        )
+
+
 def _datasets(args):
+    """``((train, test), source)``; files that are missing, unreadable or not SHD raise
+    SystemExit naming the file and the fault."""
     if args.data_root is None:
         source = f"built-in SHD-format data ({builtin_shd_root()})"
+        option = "built-in data"
     else:
         source = f"SHD files in {args.data_root}"
-    splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
+        option = "--data-root"
+    try:
+        splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
+    except (SHDFormatError, FileNotFoundError) as exc:
+        raise SystemExit(f"{option}: {exc}") from None
+    except PermissionError as exc:
+        raise SystemExit(f"{option}: no permission to read or cache {exc.filename}") from None
     return splits, source
 
 
@@ -376,11 +582,22 @@ def _check_compatible(state: dict, path: Path, args) -> None:
             )
 
 
-def _resume(path: Path, model, optimizers, args, device) -> tuple[dict, int]:
-    """Restore model, optimisers and random states from ``path``; returns (history,
-    first epoch to run). Raises ValueError naming the file when it does not fit."""
-    state = load_checkpoint(path)
-    _check_compatible(state, path, args)
+def _saved_run(args) -> dict:
+    """The checkpoint that ``--resume`` continues, checked against this run's model
+    options; raises SystemExit naming the file when there is none or it does not fit."""
+    path = args.logdir / CHECKPOINT
+    try:
+        state = load_checkpoint(path)
+        _check_compatible(state, path, args)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"--resume: {exc}") from None
+    return state
+
+
+def _resume(state: dict, path: Path, model, optimizers, device) -> tuple[dict, int]:
+    """Restore model, optimisers and random states from checkpoint ``state`` (read from
+    ``path``); returns (history, first epoch to run). Raises ValueError naming the file
+    when it does not fit."""
     try:
         model.load_state_dict(state["model"])
         for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
@@ -408,25 +625,38 @@ def _checkpoint(model, optimizers, epoch: int, history: dict, args, device) -> d
 
 def train(args) -> dict | None:
     """Run the main job with parsed ``args``; returns the summary dict (None on the ranks
-    other than 0 of a torchrun job)."""
+    other than 0 of a torchrun job, and when ``--resume`` finds the run finished).
+
+    A user's mistake raises SystemExit with a message before any file is written: the
+    options, device, backend, logdir and ``--resume`` checkpoint are checked first, the
+    data is read next, and the logdir is created only then."""
     try:
         world = world_from_env()
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     _check_args(args, world or World())
     device = _device(args.device, world)
+    _check_backend(args.backend, device)
+    _check_logdir(args.logdir)
+    _check_data_root(args.data_root)
+    saved = _saved_run(args) if args.resume else None
+    if saved is not None and saved["epoch"] + 1 >= args.epochs:
+        if (world or World()).is_main:
+            print(
+                f"--resume: the run in {args.logdir} already finished its {saved['epoch'] + 1} "
+                "epochs; nothing to do (raise --epochs to train longer)"
+            )
+        return None
     with process_group(world, device):
-        return _train(args, world or World(), device)
+        return _train(args, world or World(), device, saved)
 
 
-def _train(args, world: World, device: torch.device) -> dict | None:
+def _train(args, world: World, device: torch.device, saved: dict | None) -> dict | None:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     main = world.is_main
     say = print if main else _silent
-    if main:
-        args.logdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     (train_set, test_set), source = _datasets_in_turn(args, world)
     if args.augment:
@@ -440,14 +670,14 @@ def _train(args, world: World, device: torch.device) -> dict | None:
     history = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
     start_epoch = 0
     checkpoint_path = args.logdir / CHECKPOINT
-    if args.resume:
-        if not checkpoint_path.exists():
-            raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+    if saved is not None:
         try:
-            history, start_epoch = _resume(checkpoint_path, model, optimizers, args, device)
+            history, start_epoch = _resume(saved, checkpoint_path, model, optimizers, device)
         except ValueError as exc:
             raise SystemExit(f"--resume: {exc}") from None
         say(f"resuming from {checkpoint_path} after epoch {start_epoch}")
+    if main:
+        _make_logdir(args.logdir)
     ranks = f"; {world.size} ranks" if world.size > 1 else ""
     say(
         f"data: {source}; train {len(train_set)}, test {len(test_set)} samples; "

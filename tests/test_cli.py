@@ -2,6 +2,10 @@
 `--resume` continues from the saved epoch."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,7 +105,7 @@ def test_augment_doubles_the_training_set_with_blends(tiny_shd, tmp_path, monkey
 
 
 def test_time_chunks_bound_memory_with_truncated_or_exact_gradients(
-    tiny_shd, tmp_path, monkeypatch
+    tiny_shd, tmp_path, monkeypatch, capsys
 ):
     """T = 30 steps here: --tbptt 30 is one chunk (plain BPTT), --recompute 7 recomputes
     exact gradients, --tbptt 7 truncates them."""
@@ -121,17 +125,20 @@ def test_time_chunks_bound_memory_with_truncated_or_exact_gradients(
     assert all(torch.isfinite(v).all() for v in truncated.values())
     # (Adam's first steps follow the gradient's sign, so the difference is small.)
     assert any(not torch.equal(v, plain[name]) for name, v in truncated.items())
-    with pytest.raises(SystemExit, match="--tbptt must be >= 1, got 0"):
+    with pytest.raises(SystemExit):
         run(["--tbptt", "0", "--logdir", str(tmp_path / "zero")], monkeypatch, tmp_path)
+    assert "argument --tbptt: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: not allowed together
         run(["--tbptt", "5", "--recompute", "5"], monkeypatch, tmp_path)
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_resume_without_checkpoint_and_bad_options_fail_clearly(tmp_path, monkeypatch):
+def test_resume_without_checkpoint_and_bad_options_fail_clearly(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="no checkpoint"):
         run(["--logdir", str(tmp_path / "none"), "--resume"], monkeypatch, tmp_path)
-    with pytest.raises(SystemExit, match="--epochs must be >= 1"):
+    with pytest.raises(SystemExit):
         run(["--epochs", "0", "--logdir", str(tmp_path / "x")], monkeypatch, tmp_path)
+    assert "argument --epochs: must be >= 1, got 0" in capsys.readouterr().err
     bad = tmp_path / "broken" / "checkpoint.pt"
     bad.parent.mkdir()
     bad.write_bytes(b"not a checkpoint")
@@ -268,3 +275,205 @@ def test_failed_or_interrupted_saves_leave_the_last_checkpoint(
     run([*options, "--logdir", str(checkpoint_dir)], monkeypatch, tmp_path)
     assert cli.load_checkpoint(path)["epoch"] == 1
     assert not (checkpoint_dir / "checkpoint.pt.tmp").exists()
+
+
+# ---------------------------------------------------------------- user mistakes
+
+
+def fails(args, monkeypatch, tmp_path, capsys, status=1) -> str:
+    """Run ``args`` expecting a user's mistake: exit ``status``, exactly one line on stderr
+    (returned) and no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        run(args, monkeypatch, tmp_path)
+    assert exc.value.code == status
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    return err
+
+
+def _not_shd(root):
+    root.mkdir()
+    for name in ("shd_train.h5", "shd_test.h5"):
+        (root / name).write_text("spike times, one per line\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: None, r"--data-root \S+/data: no such folder$"),
+        (lambda root: root.mkdir(), r"--data-root \S+ holds no shd_train.h5 and no shd_test.h5"),
+        (lambda root: root.write_text("x"), r"--data-root \S+ is a file, not a folder"),
+        (_not_shd, r"--data-root: \S+/shd_train.h5: not a readable HDF5 file"),
+    ],
+    ids=["missing", "empty", "file", "not-shd"],
+)
+def test_bad_data_roots_fail_in_one_line_and_create_nothing(
+    make, message, tmp_path, monkeypatch, capsys
+):
+    root, logdir = tmp_path / "data", tmp_path / "run"
+    make(root)
+    err = fails(["--data-root", str(root), "--logdir", str(logdir)], monkeypatch, tmp_path, capsys)
+    assert err.startswith("sj-spatial train: error: --data-root")
+    assert re.search(message, err.strip()), err
+    assert not logdir.exists()
+
+
+def test_a_data_root_without_the_test_file_names_it(tiny_shd, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "shd_train.h5").write_bytes((tiny_shd / "shd_train.h5").read_bytes())
+    logdir = tmp_path / "run"
+    err = fails(["--data-root", str(root), "--logdir", str(logdir)], monkeypatch, tmp_path, capsys)
+    assert "holds no shd_test.h5 (nor .h5.gz / .h5.zip)" in err and "shd_train" not in err
+    assert not logdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--lr", "-1", "must be > 0, got -1"),
+        ("--lr", "0", "must be > 0, got 0"),
+        ("--lr", "inf", "must be a finite number > 0, got inf"),
+        ("--lr", "abc", "expected a number, got 'abc'"),
+        ("--position-lr", "-5", "must be > 0, got -5"),
+        ("--clip", "-1", "must be >= 0, got -1"),
+        ("--wiring-cost", "-0.1", "must be >= 0, got -0.1"),
+        ("--wiring-cost", "nan", "must be a finite number >= 0, got nan"),
+        ("--delay-scale", "-3", "must be >= 0, got -3"),
+        ("--max-delay", "-1", "must be >= 0, got -1"),
+        ("--limit", "0", "must be >= 1, got 0"),
+        ("--duration", "0", "must be > 0, got 0"),
+        ("--dt", "-0.01", "must be > 0, got -0.01"),
+        ("--seed", "-1", "must be >= 0, got -1"),
+        ("--epochs", "2.5", "expected an integer, got '2.5'"),
+        ("--batch-size", "0", "must be >= 1, got 0"),
+        ("--hidden", "0", "must be >= 1, got 0"),
+        ("--recompute", "0", "must be >= 1, got 0"),
+        ("--device", "gpu0", "expected auto, cpu, cuda, cuda:N or mps, got 'gpu0'"),
+    ],
+)
+def test_bad_option_values_fail_in_one_line_naming_the_option(
+    option, value, message, tmp_path, monkeypatch, capsys
+):
+    logdir = tmp_path / "run"
+    err = fails([option, value, "--logdir", str(logdir)], monkeypatch, tmp_path, capsys, status=2)
+    assert err == (
+        f"sj-spatial train: error: argument {option}: {message} (see sj-spatial train --help)\n"
+    )
+    assert not logdir.exists()
+
+
+def test_argparse_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    err = fails(["--lerning-rate", "1"], monkeypatch, tmp_path, capsys, status=2)
+    assert err.startswith("sj-spatial train: error: unrecognized arguments: --lerning-rate 1")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "sj-spatial: error: the following arguments are required: command (see sj-spatial --help)\n"
+    )
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (
+        ("--epochs EPOCHS", "10"),
+        ("--lr LR", "0.001"),
+        ("--batch-size BATCH_SIZE", "64"),
+        ("--dt DT", "0.01"),
+        ("--seed SEED", "0"),
+        ("--device DEVICE", "auto"),
+        ("--logdir LOGDIR", "runs/train"),
+    ):
+        assert re.search(rf"{option} [^()]*\(default: {re.escape(default)}\)", text), option
+    assert "default: None" not in text and "default: False" not in text
+    assert text.count("(default: 0.01)") == 1 and "(default 3" not in text
+
+
+def test_unavailable_devices_and_backends_fail_in_one_line(tmp_path, monkeypatch, capsys):
+    logdir = tmp_path / "run"
+    monkeypatch.setattr(cli.torch.cuda, "is_available", lambda: False)
+    err = fails(["--device", "cuda", "--logdir", str(logdir)], monkeypatch, tmp_path, capsys)
+    assert "error: --device cuda: no CUDA GPU is visible to torch" in err
+    monkeypatch.undo()
+    err = fails(
+        ["--device", "cpu", "--backend", "cupy", "--logdir", str(logdir)],
+        monkeypatch,
+        tmp_path,
+        capsys,
+    )
+    reason = cli.cupy_missing()
+    expected = "runs on CUDA GPUs" if reason is None else f"is unavailable: {reason}"
+    assert f"error: --backend cupy {expected}" in err
+    assert not logdir.exists()
+
+
+def test_unusable_logdirs_fail_in_one_line(tmp_path, monkeypatch, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder")
+    err = fails(["--logdir", str(file)], monkeypatch, tmp_path, capsys)
+    assert err.endswith(f"error: --logdir {file} is a file, not a folder\n")
+    err = fails(["--logdir", str(file / "run")], monkeypatch, tmp_path, capsys)
+    assert err.endswith(f"{file} is a file, not a folder\n")
+    assert file.read_text() == "not a folder"
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != readonly)
+    err = fails(["--logdir", str(readonly / "run")], monkeypatch, tmp_path, capsys)
+    assert err.endswith(f"no permission to write in {readonly}\n")
+    assert not (readonly / "run").exists()
+
+
+def test_resume_failures_create_nothing(tmp_path, monkeypatch, capsys):
+    logdir = tmp_path / "none"
+    err = fails(["--logdir", str(logdir), "--resume"], monkeypatch, tmp_path, capsys)
+    assert err == f"sj-spatial train: error: --resume: no checkpoint at {logdir}/checkpoint.pt\n"
+    assert not logdir.exists()
+    (tmp_path / "dir" / "checkpoint.pt").mkdir(parents=True)  # a folder, not a file
+    err = fails(["--logdir", str(tmp_path / "dir"), "--resume"], monkeypatch, tmp_path, capsys)
+    assert "no checkpoint at" in err
+    assert [p.name for p in (tmp_path / "dir").iterdir()] == ["checkpoint.pt"]
+
+
+def test_resume_of_a_finished_run_does_nothing(
+    checkpoint_dir, tiny_shd, tmp_path, monkeypatch, capsys
+):
+    capsys.readouterr()
+
+    def files():
+        return {
+            str(p.relative_to(checkpoint_dir)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in checkpoint_dir.rglob("*")
+            if p.is_file()
+        }
+
+    before = files()
+    assert {"checkpoint.pt", "summary.md"} <= set(before)
+    options = ["--data-root", str(tiny_shd), "--logdir", str(checkpoint_dir), "--resume"]
+    assert run([*options, "--epochs", "1"], monkeypatch, tmp_path) == 0
+    captured = capsys.readouterr()
+    assert captured.out == (
+        f"--resume: the run in {checkpoint_dir} already finished its 1 epochs; nothing to do "
+        "(raise --epochs to train longer)\n"
+    )
+    assert captured.err == ""
+    assert files() == before  # no file rewritten, none added (no new events file)
+
+
+def test_the_command_line_reports_a_mistake_in_one_line(tmp_path):
+    """End to end, as a user runs it: no traceback, exit status 1, nothing created."""
+    logdir = tmp_path / "run"
+    env = {**os.environ, "SJ_SPATIAL_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "sj_spatial.cli", "train", "--data-root"]
+    command += [str(tmp_path / "nowhere"), "--logdir", str(logdir)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"sj-spatial train: error: --data-root {tmp_path / 'nowhere'}: no such folder\n"
+    )
+    assert done.stdout == "" and not logdir.exists()
