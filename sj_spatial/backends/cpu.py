@@ -273,9 +273,9 @@ def _window(t_in: int, t_out: int, num_taps: int) -> tuple[int, int]:
     return first, t_in - t_out - first
 
 
-# The kernels run inside two torch.library custom ops (forward and backward), so that
-# torch.compile treats them as opaque calls with known output shapes instead of tracing
-# into numba; autograd connects the two.
+# Eagerly the kernels run in an autograd.Function; under torch.compile the same two
+# functions run as torch.library custom ops (opaque calls with known output shapes, so
+# dynamo does not trace into numba), which cost more per call than the Function.
 
 
 def _check_taps(taps: torch.Tensor, num_taps: int) -> None:
@@ -295,8 +295,7 @@ def _rows_shape(x: torch.Tensor, num_taps: int, t_out: int) -> tuple[int, int]:
     return n_in, (t_in - first) * n
 
 
-@torch.library.custom_op("sj_spatial::cpu_delayed_matmul", mutates_args=())
-def _forward_op(
+def _forward(
     x: torch.Tensor,
     weight: torch.Tensor,
     taps: torch.Tensor,
@@ -310,28 +309,20 @@ def _forward_op(
     dtype = compute_dtype(x, weight)
     first, o0 = _window(t_in, t_out, num_taps)
     # Rows per input neuron: [in, (t_in - first) * N], time-major blocks of N.
-    xp = _transpose(x[first:].reshape(-1, n_in).to(dtype))
-    w = weight.to(dtype)
-    f = frac.to(dtype)
+    xp = _transpose(x.detach()[first:].reshape(-1, n_in).to(dtype))
+    w = weight.detach().to(dtype)
+    f = frac.detach().to(dtype)
+    k = taps.detach().contiguous()
     cb = w * f  # weight of the tap one step further back
     ca = w - cb
     y = x.new_zeros(weight.shape[0], t_out * n, dtype=dtype)
     parallel, block = _schedule(w.numel() * y.shape[1], w.shape[0])
     kernel = _forward_parallel if parallel else _forward_serial
-    kernel(
-        xp.numpy(), ca.numpy(), cb.numpy(), taps.contiguous().numpy(), n, o0 * n, y.numpy(), block
-    )
+    kernel(xp.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, y.numpy(), block)
     return _transpose(y).view(t_out, n, -1).to(x.dtype), xp
 
 
-@_forward_op.register_fake
-def _(x, weight, taps, frac, num_taps, t_out):
-    y = x.new_empty(t_out, x.shape[1], weight.shape[0])
-    return y, x.new_empty(_rows_shape(x, num_taps, t_out), dtype=compute_dtype(x, weight))
-
-
-@torch.library.custom_op("sj_spatial::cpu_delayed_matmul_backward", mutates_args=())
-def _backward_op(
+def _backward(
     grad_y: torch.Tensor,
     xp: torch.Tensor,
     weight: torch.Tensor,
@@ -346,9 +337,9 @@ def _backward_op(
     """``(grad_x [t_in, N, in], grad_weight, grad_frac)``; the ones not needed are empty."""
     t_out, n, n_out = grad_y.shape
     n_in = weight.shape[1]
-    w, f = weight.to(xp.dtype), frac.to(xp.dtype)
-    k = taps.contiguous()
-    g = _transpose(grad_y.to(xp.dtype).reshape(t_out * n, n_out))
+    w, f = weight.detach().to(xp.dtype), frac.detach().to(xp.dtype)
+    k = taps.detach().contiguous()
+    g = _transpose(grad_y.detach().to(xp.dtype).reshape(t_out * n, n_out))
     work = w.numel() * g.shape[1]
     grad_x = grad_y.new_empty(0)
     grad_w, grad_f = weight.new_empty(0), frac.new_empty(0)
@@ -373,25 +364,17 @@ def _backward_op(
     return grad_x, grad_w, grad_f
 
 
-@_backward_op.register_fake
-def _(grad_y, xp, weight, taps, frac, t_in, first, o0, need_x, need_wf):
-    grad_x = grad_y.new_empty((t_in, grad_y.shape[1], weight.shape[1]) if need_x else (0,))
-    grad_w = weight.new_empty(weight.shape if need_wf else (0,))
-    grad_f = frac.new_empty(frac.shape if need_wf else (0,))
-    return grad_x, grad_w, grad_f
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    x, weight, taps, frac, num_taps, t_out = inputs
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1], weight, taps, frac)
+def _save(ctx, x, weight, taps, frac, num_taps, t_out, xp) -> None:
+    ctx.save_for_backward(xp, weight, taps, frac)
     ctx.window = (x.shape[0], *_window(x.shape[0], t_out, num_taps))
 
 
-def _backward(ctx, grad_y, _grad_xp):
+def _grads(ctx, grad_y, backward) -> tuple:
+    """The autograd backward of both wrappers, through ``backward`` (:func:`_backward` or
+    its custom op)."""
     xp, weight, taps, frac = ctx.saved_tensors
     need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
-    grad_x, grad_w, grad_f = _backward_op(
+    grad_x, grad_w, grad_f = backward(
         grad_y.contiguous(), xp, weight, taps, frac, *ctx.window, need_x, need_w or need_f
     )
     return (
@@ -404,7 +387,47 @@ def _backward(ctx, grad_y, _grad_xp):
     )
 
 
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
+class _DelayedMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, taps, frac, num_taps, t_out):
+        y, xp = _forward(x, weight, taps, frac, num_taps, t_out)
+        _save(ctx, x, weight, taps, frac, num_taps, t_out, xp)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _grads(ctx, grad_y, _backward)
+
+
+_forward_op = torch.library.custom_op("sj_spatial::cpu_delayed_matmul", mutates_args=())(_forward)
+_backward_op = torch.library.custom_op("sj_spatial::cpu_delayed_matmul_backward", mutates_args=())(
+    _backward
+)
+
+
+@_forward_op.register_fake
+def _(x, weight, taps, frac, num_taps, t_out):
+    y = x.new_empty(t_out, x.shape[1], weight.shape[0])
+    return y, x.new_empty(_rows_shape(x, num_taps, t_out), dtype=compute_dtype(x, weight))
+
+
+@_backward_op.register_fake
+def _(grad_y, xp, weight, taps, frac, t_in, first, o0, need_x, need_wf):
+    grad_x = grad_y.new_empty((t_in, grad_y.shape[1], weight.shape[1]) if need_x else (0,))
+    grad_w = weight.new_empty(weight.shape if need_wf else (0,))
+    grad_f = frac.new_empty(frac.shape if need_wf else (0,))
+    return grad_x, grad_w, grad_f
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.mark_non_differentiable(output[1])
+    _save(ctx, *inputs, output[1])
+
+
+_forward_op.register_autograd(
+    lambda ctx, grad_y, _grad_xp: _grads(ctx, grad_y, _backward_op),
+    setup_context=_setup_context,
+)
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -435,4 +458,6 @@ def delayed_matmul(
         or t_out <= 0
     ):
         return dense.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
-    return _forward_op(x, weight, taps, frac, num_taps, t_out)[0]
+    if torch.compiler.is_compiling():
+        return _forward_op(x, weight, taps, frac, num_taps, t_out)[0]
+    return _DelayedMatmul.apply(x, weight, taps, frac, num_taps, t_out)
