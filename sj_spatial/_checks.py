@@ -57,8 +57,8 @@ def _raise_unless_finite(tensor: torch.Tensor, name: str, owner: str) -> None:
     if bool(bad.any()):
         raise ValueError(
             f"{name} must be finite, got NaN/Inf in {int(bad.sum())} of {tensor.numel()} values "
-            f"of {owner}; the last optimiser step probably diverged (lower the learning rate "
-            "of the positions or clip the gradients)"
+            f"of {owner}; the last optimiser step probably diverged (lower its learning rate "
+            "or clip the gradients)"
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_float
+from ._checks import check_finite, check_float
 from .layers import DEFAULT_MAX_DELAY, SpatialDelayLinear, SpatialRecurrentContainer
 
 
@@ -34,12 +34,11 @@ class _FreeDelays:
 
     def delays(self) -> torch.Tensor:
         """Delays ``[out, in]`` in time steps, clamped to ``[0, max_delay]``."""
-        if not bool(torch.isfinite(self.delay).all()):
-            raise ValueError("delay must be finite, got NaN/Inf in the free delay parameter")
-        return torch.clamp(self.delay, 0.0, float(self.max_delay))
+        delay = check_finite(self.delay, "delay", f"the free delays of {type(self).__name__}")
+        return torch.clamp(delay, 0.0, float(self.max_delay))
 
-    def _check_finite(self) -> None:
-        self.delays()
+    def _synapse_delays(self) -> torch.Tensor:
+        return self.delays()
 
     def extra_repr(self) -> str:
         return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
