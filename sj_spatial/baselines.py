@@ -37,9 +37,6 @@ class _FreeDelays:
         delay = check_finite(self.delay, "delay", f"the free delays of {type(self).__name__}")
         return torch.clamp(delay, 0.0, float(self.max_delay))
 
-    def _synapse_delays(self) -> torch.Tensor:
-        return self.delays()
-
     def extra_repr(self) -> str:
         return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
 

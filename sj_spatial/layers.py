@@ -201,16 +201,8 @@ class SpatialDelayLinear(_SpatialModule):
         self.register_memory("input_history", None)
 
     def delays(self) -> torch.Tensor:
-        """Real-valued delays ``[out, in]`` in time steps."""
-        return delays_from_positions(
-            self.post_positions.positions,
-            self.pre_positions.positions,
-            self.delay_scale,
-            self.max_delay,
-        )
-
-    def _synapse_delays(self) -> torch.Tensor:
-        """:meth:`delays` from positions checked to be finite (every forward checks)."""
+        """Real-valued delays ``[out, in]`` in time steps (ValueError for non-finite
+        positions; every forward calls it)."""
         return delays_from_positions(
             self.post_positions.check_finite("post_positions"),
             self.pre_positions.check_finite("pre_positions"),
@@ -219,7 +211,7 @@ class SpatialDelayLinear(_SpatialModule):
         )
 
     def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
-        delays = self._synapse_delays()
+        delays = self.delays()
         if self.input_history is not None:
             x = torch.cat((self.input_history, x))
         y = delayed_linear(
@@ -317,12 +309,8 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
                 detach_memories(module)
 
     def delays(self) -> torch.Tensor:
-        """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step)."""
-        p = self.positions.positions
-        return delays_from_positions(p, p, self.delay_scale, self.max_delay)
-
-    def _synapse_delays(self) -> torch.Tensor:
-        """:meth:`delays` from positions checked to be finite (every forward checks)."""
+        """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step;
+        ValueError for non-finite positions; every forward calls it)."""
         p = self.positions.check_finite("positions")
         return delays_from_positions(p, p, self.delay_scale, self.max_delay)
 
@@ -333,7 +321,7 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
             self.sub_module,
             self.effective_weight(),
             self.bias,
-            self._synapse_delays(),
+            self.delays(),
             self.max_delay,
             delay_mode=self.delay_mode,
             backend=self.backend,
