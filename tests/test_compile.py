@@ -88,3 +88,24 @@ def test_compile_as_the_first_call_in_a_fresh_process():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ok (9, 2, 3)" in done.stdout
+
+
+def test_single_steps_under_compile_continue_the_sequence_like_eager():
+    # The delay memories change from None to a growing, then fixed-length history: the
+    # compiled model recompiles for those cases and gives the eager single-step numbers.
+    torch._dynamo.reset()
+    from sj_spatial import SpatialRecurrentContainer
+
+    model = nn.Sequential(
+        SpatialDelayLinear(12, 8, max_delay=5, delay_scale=2.0),
+        SpatialRecurrentContainer(neuron.LIFNode(tau=2.0), 8, max_delay=4, delay_scale=2.0),
+        SpatialDelayLinear(8, 3, max_delay=5, delay_scale=2.0),
+    )
+    x = (torch.rand(9, 2, 12) < 0.4).float()
+    compiled = torch.compile(model, backend="aot_eager")
+    for _ in range(2):  # the second sequence after reset_net reuses the graphs
+        got = torch.stack([compiled(x_t) for x_t in x])
+        functional.reset_net(model)
+        want = torch.stack([model(x_t) for x_t in x])
+        functional.reset_net(model)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
