@@ -1,5 +1,6 @@
 """sj_spatial: spiking networks whose synaptic delays are learned as neuron positions."""
 
+from . import _sj  # noqa: F401  (first: spikingjelly imported without its import-time warning)
 from .convert import SpatializeReport, spatialize
 from .cost import WiringCost, prune_by_distance, prune_by_magnitude
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
