@@ -6,7 +6,7 @@
 # Needs python3 with torch and CuPy on a CUDA machine. spikingjelly (and dcls, for the
 # DCLS comparison) are installed from wheels in WHEEL_DIR (default: benchmarks/wheels)
 # when they are not importable. Each stage has a time limit; the whole script ends within
-# 8 minutes (about 4 on an H200). Results: OUT_DIR/gpu_check.log and OUT_DIR/bench/.
+# 8.5 minutes (about 4 to 5 on an H200). Results: OUT_DIR/gpu_check.log and OUT_DIR/bench/.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -36,6 +36,9 @@ status=0
 echo "== GPU tests" >> "$log"
 timeout 150 python3 -m pytest -q -p no:cacheprovider \
   tests/test_backend_cupy.py tests/test_backend_cupy_lif.py tests/test_torch_cuda.py \
+  >> "$log" 2>&1 || status=1
+echo "== torch.compile on the GPU" >> "$log"
+timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_compile.py -k cuda \
   >> "$log" 2>&1 || status=1
 
 echo "== layer benchmark" >> "$log"

@@ -32,7 +32,7 @@ def _run(model, x):
     """Output and gradients of one forward + backward, then a reset."""
     model.zero_grad()
     y = model(x)
-    (y * torch.linspace(0.5, 1.5, y.shape[-1])).sum().backward()
+    (y * torch.linspace(0.5, 1.5, y.shape[-1], device=y.device)).sum().backward()
     functional.reset_net(model)
     return y.detach(), [p.grad.clone() for p in model.parameters()]
 
@@ -109,3 +109,27 @@ def test_single_steps_under_compile_continue_the_sequence_like_eager():
         want = torch.stack([model(x_t) for x_t in x])
         functional.reset_net(model)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["torch", "cupy"])
+def test_compiled_model_on_cuda_equals_eager(backend, exact_float32):
+    # backend='torch' on CUDA is the dense reference: plain torch, compiled whole
+    # (fullgraph); backend='cupy' calls CUDA kernels that are graph breaks.
+    if backend == "cupy" and backends.cupy_missing() is not None:
+        pytest.skip(backends.cupy_missing())
+    torch._dynamo.reset()
+    model = recurrent_shd_model(
+        in_features=12, hidden=8, classes=3, max_delay=5, dt=0.01, backend=backend
+    ).cuda()
+    x = (torch.rand(9, 2, 12) < 0.3).float().cuda()
+    compiled = torch.compile(model, fullgraph=backend == "torch")
+    got, got_grads = _run(compiled, x)
+    want, want_grads = _run(model, x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    if backend == "cupy":
+        torch._dynamo.reset()
+        with pytest.raises(torch._dynamo.exc.Unsupported, match="disable"):
+            torch.compile(model, fullgraph=True)(x)
