@@ -642,9 +642,11 @@ def train(args) -> dict | None:
     saved = _saved_run(args) if args.resume else None
     if saved is not None and saved["epoch"] + 1 >= args.epochs:
         if (world or World()).is_main:
+            done = saved["epoch"] + 1
             print(
-                f"--resume: the run in {args.logdir} already finished its {saved['epoch'] + 1} "
-                "epochs; nothing to do (raise --epochs to train longer)"
+                f"--resume: the run in {args.logdir} already trained {done} "
+                f"epoch{'s' if done != 1 else ''} of --epochs {args.epochs}; nothing to do "
+                "(raise --epochs to train longer)"
             )
         return None
     with process_group(world, device):

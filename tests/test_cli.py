@@ -458,8 +458,8 @@ def test_resume_of_a_finished_run_does_nothing(
     assert run([*options, "--epochs", "1"], monkeypatch, tmp_path) == 0
     captured = capsys.readouterr()
     assert captured.out == (
-        f"--resume: the run in {checkpoint_dir} already finished its 1 epochs; nothing to do "
-        "(raise --epochs to train longer)\n"
+        f"--resume: the run in {checkpoint_dir} already trained 1 epoch of --epochs 1; "
+        "nothing to do (raise --epochs to train longer)\n"
     )
     assert captured.err == ""
     assert files() == before  # no file rewritten, none added (no new events file)
