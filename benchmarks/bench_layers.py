@@ -19,9 +19,7 @@ from one run under the same load. Writes ``results.json``, ``results.md`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import functools
 import importlib
 import importlib.metadata
 import json
@@ -196,18 +194,17 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
     """SpatialDelayLinear; positions U(-1, 1)^2 and delay_scale max_delay / 2, so that the
     delays spread over 0 .. max_delay (those past it are clamped)."""
     device = x.device
+    backend, cpu_kernel = "torch", "dense"
     if method == "spatial-cupy":
         if device.type != "cuda":
             raise Skip("CUDA only")
-        backend, kernel = "cupy", contextlib.nullcontext
+        backend = "cupy"
     elif method == "spatial-cpu":
         if device.type != "cpu":
             raise Skip("CPU only")
-        if not backends.cpu_kernel_enabled():
-            raise Skip("the numba CPU kernel is unavailable or switched off")
-        backend, kernel = "torch", functools.partial(backends.cpu_kernel, True)
-    else:
-        backend, kernel = "torch", functools.partial(backends.cpu_kernel, False)
+        if backends.numba_missing():
+            raise Skip(backends.numba_missing())
+        cpu_kernel = "numba"
     try:
         layer = SpatialDelayLinear(
             x.shape[-1],
@@ -219,13 +216,12 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
         ).to(device)
     except ValueError as exc:  # e.g. backend='cupy' without CuPy
         raise Skip(str(exc)) from exc
+    layer.cpu_kernel = cpu_kernel
 
     def step() -> None:
         _zero_grad(layer, x)
         layer.reset()
-        with kernel():
-            y = layer(x)
-        y.sum().backward()
+        layer(x).sum().backward()
 
     return step
 

@@ -16,8 +16,6 @@ Writes ``recurrent.json``, ``recurrent.md`` and ``recurrent_time_vs_max_delay.pn
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Callable
 
 import torch
@@ -74,7 +72,6 @@ def model_step(
 ) -> Callable[[], None]:
     """One training step (fwd + bwd) of the model with the recurrent layer of ``method``."""
     device = x.device
-    kernel = contextlib.nullcontext
     if method == "plain":
         recurrent = PlainRecurrent(hidden, cell)
     else:
@@ -84,10 +81,8 @@ def model_step(
         if method == "spatial-cpu":
             if device.type != "cpu":
                 raise Skip("CPU only")
-            if not backends.cpu_kernel_enabled():
-                raise Skip("the numba CPU kernel is unavailable or switched off")
-        if device.type == "cpu":
-            kernel = functools.partial(backends.cpu_kernel, method == "spatial-cpu")
+            if backends.numba_missing():
+                raise Skip(backends.numba_missing())
         try:
             recurrent = SpatialRecurrentContainer(
                 make_cell(cell),
@@ -99,6 +94,7 @@ def model_step(
             )
         except ValueError as exc:
             raise Skip(str(exc)) from exc
+        recurrent.cpu_kernel = "numba" if method == "spatial-cpu" else "dense"
     model = nn.Sequential(nn.Linear(x.shape[-1], hidden), recurrent, nn.Linear(hidden, 20))
     model.to(device)
     labels = torch.randint(0, 20, (x.shape[1],), generator=torch.Generator().manual_seed(0))
@@ -107,8 +103,7 @@ def model_step(
     def step() -> None:
         functional.reset_net(model)
         model.zero_grad(set_to_none=True)
-        with kernel():
-            logits = model(x).sum(0)
+        logits = model(x).sum(0)
         F.cross_entropy(logits, labels).backward()
 
     return step

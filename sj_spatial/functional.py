@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from . import backends
+from .backends.contract import CellState, LIFCell, lag_window
 from .delays import autocast_dtype, delay_taps
-
-
-def num_taps(max_delay: int) -> int:
-    """Lags ``0 .. max_delay + 1`` that a synapse with delay <= max_delay can read."""
-    return max_delay + 2
 
 
 class _Synapses:
     """Taps, fractions and kernel of one delayed weight matrix, prepared once per call on
     the sequence ``x``."""
 
-    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, x):
+    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x):
         self.weight, self.bias = weight, bias
         self.taps, self.frac = delay_taps(delays, delay_mode)
-        self.num_taps = num_taps(max_delay)
-        self.impl = backends.select(backend, x.device)
+        self.window = lag_window(max_delay)
+        self.impl = backends.select(backend, x.device, cpu_kernel)
         # As nn.Linear under autocast: the output, bias included, has the autocast dtype.
         self.amp = matmul_dtype(x, weight)
         self.out_bias = bias if bias is None or self.amp is None else bias.to(self.amp)
@@ -43,7 +40,7 @@ class _Synapses:
             self.weight,
             self.taps,
             self.frac,
-            self.num_taps,
+            self.window,
             t_out,
         )
         if self.amp is not None:
@@ -83,6 +80,7 @@ def delayed_linear(
     *,
     delay_mode: str = "interpolate",
     backend: str = "torch",
+    cpu_kernel: str | None = None,
     t_out: int | None = None,
 ) -> torch.Tensor:
     """Delayed linear map of a sequence.
@@ -91,10 +89,26 @@ def delayed_linear(
     time steps, already clamped to ``max_delay``. Returns the last ``t_out`` (default
     ``T``) steps of ``y[t] = bias + sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])``,
     shape ``[t_out, *batch, out]``, in ``x``'s dtype (the autocast dtype under autocast).
+    ``backend`` and ``cpu_kernel`` (None: the default) choose the kernel
+    (:func:`sj_spatial.backends.select`).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x)
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x)
     return synapses(x, x.shape[0] if t_out is None else t_out)
+
+
+class Recurrence(NamedTuple):
+    """What :func:`delayed_recurrence` returns.
+
+    ``outputs`` ``[T, *batch, n]``; ``history``: the last outputs, chronological, for the
+    next call; ``cell_state``: the cell's state after the last step when the fused kernel
+    ran the cell (the cell module itself was not called: the caller puts this state into
+    it, :func:`sj_spatial.cells.set_cell_state`), else None.
+    """
+
+    outputs: torch.Tensor
+    history: torch.Tensor | None
+    cell_state: CellState | None
 
 
 def delayed_recurrence(
@@ -107,25 +121,31 @@ def delayed_recurrence(
     *,
     delay_mode: str = "interpolate",
     backend: str = "torch",
+    cpu_kernel: str | None = None,
     history: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    cell: LIFCell | None = None,
+) -> Recurrence:
     """Run ``s[t] = step(x[t] + r[t])`` with delayed recurrent input ``r`` over all of ``x``.
 
     ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``. ``history`` holds
     the outputs before ``x[0]`` (chronological, at most ``max_delay + 2`` steps of
-    ``[*batch, n]``). Returns ``(s, history)``: ``s`` is ``[T, *batch, n]``. Under
-    autocast ``r`` has the autocast dtype and ``s`` the dtype ``step`` gives ``x[t] + r[t]``
+    ``[*batch, n]``). ``cell``: the constants of ``step`` when it is a LIF cell
+    (:func:`sj_spatial.cells.lif_cell`); with ``backend='cupy'`` and no history such a
+    cell runs all steps in one fused kernel instead of calling ``step``. Under autocast
+    ``r`` has the autocast dtype and ``s`` the dtype ``step`` gives ``x[t] + r[t]``
     (float32 for a float32 ``x``).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, x)
-    keep = synapses.num_taps
+    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x)
+    keep = synapses.window
     if x.shape[0] == 0:  # an empty sequence: nothing happens, the memory stays as it was
-        return x.new_zeros(x.shape), history
-    if backend == "cupy" and history is None and x.numel():
-        fused = _fused_lif(x, step, synapses)
-        if fused is not None:
-            return fused, fused[-keep:]
+        return Recurrence(x.new_zeros(x.shape), history, None)
+    if backend == "cupy" and cell is not None and history is None and x.numel():
+        from .backends import cuda_lif
+
+        if cuda_lif.fits(x):
+            s, state = _fused_lif(x, cell, synapses)
+            return Recurrence(s, s[-keep:], state)
     outputs = []
     for x_t in x:
         # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k]; without a
@@ -134,29 +154,23 @@ def delayed_recurrence(
         s = step(x_t if r is None else x_t + r)
         outputs.append(s)
         history = s[None] if history is None else torch.cat((history[1 - keep :], s[None]))
-    return torch.stack(outputs), history
+    return Recurrence(torch.stack(outputs), history, None)
 
 
 @torch.compiler.disable  # CuPy launches: a graph break under torch.compile
-def _fused_lif(x, step, synapses: _Synapses) -> torch.Tensor | None:
-    """All T steps of a fresh LIF population (optionally behind an exponential synapse) in
-    one CUDA kernel, or None when unsupported."""
+def _fused_lif(x, cell: LIFCell, synapses: _Synapses) -> tuple[torch.Tensor, CellState]:
+    """All T steps of a fresh LIF population in one CUDA kernel; ``x [T, *batch, n]``."""
     from .backends import cuda_lif
 
-    params = cuda_lif.lif_params(step)
-    n = x.shape[-1]
-    if params is None or n > cuda_lif.MAX_NEURONS or x.dtype not in (torch.float32, torch.float64):
-        return None
-    t_in, batch = x.shape[0], x.shape[1:-1]
-    s, v_last, c_last = cuda_lif.lif_recurrence(
+    t_in, batch, n = x.shape[0], x.shape[1:-1], x.shape[-1]
+    s, state = cuda_lif.lif_recurrence(
         x.reshape(t_in, -1, n),
         synapses.weight,
-        synapses.bias,
         synapses.taps,
         synapses.frac,
-        params,
-        synapses.num_taps,
+        synapses.window,
+        synapses.bias,
+        cell,
     )
-    # The cell continues from the last step, as after the generic loop.
-    cuda_lif.set_final_state(step, v_last.reshape(*batch, n), c_last.reshape(*batch, n))
-    return s.reshape(t_in, *batch, n)
+    final = CellState(state.v.reshape(*batch, n), state.current.reshape(*batch, n))
+    return s.reshape(t_in, *batch, n), final

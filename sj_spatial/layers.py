@@ -14,8 +14,10 @@ from torch import nn
 
 from . import backends
 from ._checks import DELAY_MODES, STEP_MODES, check_choice, check_float, check_input, check_int
+from .backends.contract import lag_window
+from .cells import detach_memories, lif_cell, set_cell_state
 from .delays import delays_from_positions
-from .functional import delayed_linear, delayed_recurrence, num_taps
+from .functional import delayed_linear, delayed_recurrence
 from .positions import NeuronPositions
 
 #: Default longest delay, in time steps. The reference backend's cost grows with it.
@@ -45,20 +47,12 @@ def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch
         )
 
 
-def detach_memories(module: base.MemoryModule) -> None:
-    """Replace ``module``'s tensor memories by detached copies that share their storage."""
-    # Out of place: a memory can be a view of a tensor the caller holds (an input, an
-    # output), which ``MemoryModule.detach``'s in-place ``detach_()`` rejects or alters.
-    for key, value in list(module._memories.items()):
-        if isinstance(value, torch.Tensor):
-            setattr(module, key, value.detach())
-
-
 class _SpatialModule(base.MemoryModule):
     """Step mode, backend and delay options shared by the spatial layers.
 
-    ``max_delay``, ``delay_scale``, ``delay_mode`` and ``backend`` are checked when they
-    are assigned, after construction too; ``dim`` is fixed by the positions (read-only).
+    ``max_delay``, ``delay_scale``, ``delay_mode``, ``backend`` and ``cpu_kernel`` are
+    checked when they are assigned, after construction too; ``dim`` is fixed by the
+    positions (read-only).
     """
 
     def _init_options(self, step_mode, dim, max_delay, delay_scale, delay_mode, backend):
@@ -68,6 +62,7 @@ class _SpatialModule(base.MemoryModule):
         self.delay_scale = delay_scale
         self.delay_mode = delay_mode
         self.backend = backend
+        self.cpu_kernel = backends.default_cpu_kernel()
 
     @property
     def dim(self) -> int:
@@ -107,6 +102,8 @@ class _SpatialModule(base.MemoryModule):
         for name in ("dim", "max_delay", "delay_scale", "delay_mode"):
             if name in state:
                 state["_" + name] = state.pop(name)
+        # ... and before the CPU kernel became a per-layer choice, they had none.
+        state.setdefault("_cpu_kernel", backends.default_cpu_kernel())
         super().__setstate__(state)
 
     @property
@@ -122,6 +119,22 @@ class _SpatialModule(base.MemoryModule):
         check_choice("backend", value, self.supported_backends)
         backends.require(value)
         self._backend = value
+
+    @property
+    def cpu_kernel(self) -> str:
+        """The kernel of ``backend='torch'`` on CPU tensors: ``'numba'`` or ``'dense'`` (the
+        reference). Defaults to :func:`sj_spatial.backends.default_cpu_kernel`."""
+        return self._cpu_kernel
+
+    @cpu_kernel.setter
+    def cpu_kernel(self, value: str) -> None:
+        self._cpu_kernel = backends.check_cpu_kernel(value)
+
+    @property
+    def kernel(self) -> str:
+        """The kernel the next forward runs, for the device of the weight: ``'numba'``,
+        ``'dense'`` or ``'cupy'`` (read-only; set ``backend`` or ``cpu_kernel``)."""
+        return backends.implementation(self.backend, self.weight.device, self.cpu_kernel)
 
     def _init_synapses(self, out_features: int, in_features: int, bias: bool) -> None:
         """``weight [out, in]``, optional ``bias [out]`` and the (absent) pruning mask."""
@@ -161,7 +174,8 @@ class _SpatialModule(base.MemoryModule):
     def _options_repr(self) -> str:
         return (
             f"step_mode={self.step_mode}, backend={self.backend}, max_delay={self.max_delay}, "
-            f"dim={self.dim}, delay_scale={self.delay_scale}, delay_mode={self.delay_mode}"
+            f"dim={self.dim}, delay_scale={self.delay_scale}, delay_mode={self.delay_mode}, "
+            f"kernel={self.kernel}"
         )
 
 
@@ -222,9 +236,10 @@ class SpatialDelayLinear(_SpatialModule):
             self.max_delay,
             delay_mode=self.delay_mode,
             backend=self.backend,
+            cpu_kernel=self.cpu_kernel,
             t_out=t_out,
         )
-        self.input_history = x[-num_taps(self.max_delay) :]  # only once the input was accepted
+        self.input_history = x[-lag_window(self.max_delay) :]  # once the input was accepted
         return y
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,7 +331,8 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_single_step(self.sub_module)
-        s, self.output_history = delayed_recurrence(
+        fresh = self.backend == "cupy" and self.output_history is None
+        s, self.output_history, cell_state = delayed_recurrence(
             x,
             self.sub_module,
             self.effective_weight(),
@@ -325,8 +341,12 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
             self.max_delay,
             delay_mode=self.delay_mode,
             backend=self.backend,
+            cpu_kernel=self.cpu_kernel,
             history=self.output_history,
+            cell=lif_cell(self.sub_module) if fresh else None,
         )
+        if cell_state is not None:  # the fused kernel ran the cell: it continues from there
+            set_cell_state(self.sub_module, cell_state)
         return s
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -350,3 +370,13 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
             f"num_features={self.num_features}, bias={self.bias is not None}, "
             f"{self._options_repr()}"
         )
+
+
+def set_cpu_kernel(module: nn.Module, cpu_kernel: str) -> nn.Module:
+    """Set ``cpu_kernel`` (``'numba'`` or ``'dense'``) on every spatial layer in ``module``
+    (itself included); returns ``module``."""
+    backends.check_cpu_kernel(cpu_kernel)
+    for m in module.modules():
+        if isinstance(m, _SpatialModule):
+            m.cpu_kernel = cpu_kernel
+    return module

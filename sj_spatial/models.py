@@ -2,60 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-from spikingjelly.activation_based import base, layer, neuron, surrogate
+from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
 
-from ._checks import STEP_MODES, check_choice, check_float, check_int
-from .layers import DEFAULT_MAX_DELAY, SpatialRecurrentContainer, detach_memories
+from ._checks import check_float, check_int
+from .cells import ExponentialSynapse, LeakyIntegrator
+from .layers import DEFAULT_MAX_DELAY, SpatialRecurrentContainer
 
-
-class _Leaky(base.MemoryModule):
-    """``state[t] = decay * state[t-1] + gain * x[t]``, kept across calls until reset."""
-
-    def __init__(self, tau: float, gain_is_leak: bool, step_mode: str):
-        super().__init__()
-        self.tau = check_float("tau", tau, minimum=0.0, strict=True)
-        self.step_mode = check_choice("step_mode", step_mode, STEP_MODES)
-        self.decay = math.exp(-1.0 / self.tau)
-        self.gain = 1.0 - self.decay if gain_is_leak else 1.0
-        self.register_memory("state", 0.0)
-
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.state = self.decay * self.state + self.gain * x
-        return self.state
-
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.single_step_forward(x_t) for x_t in x_seq])
-
-    def detach(self) -> None:
-        # Out of place: in single-step mode the state is the output the caller holds.
-        detach_memories(self)
-
-    def extra_repr(self) -> str:
-        return f"tau={self.tau}, step_mode={self.step_mode}"
-
-
-class ExponentialSynapse(_Leaky):
-    """Exponentially decaying synaptic current: ``I[t] = exp(-1/tau) I[t-1] + x[t]``.
-
-    ``tau`` is in time steps. Input and output ``[*batch, n]`` ('s') or ``[T, *batch, n]``.
-    """
-
-    def __init__(self, tau: float, step_mode: str = "s"):
-        super().__init__(tau, gain_is_leak=False, step_mode=step_mode)
-
-
-class LeakyIntegrator(_Leaky):
-    """Non-spiking leaky readout: ``v[t] = d v[t-1] + (1 - d) x[t]`` with ``d = exp(-1/tau)``.
-
-    ``tau`` is in time steps.
-    """
-
-    def __init__(self, tau: float, step_mode: str = "m"):
-        super().__init__(tau, gain_is_leak=True, step_mode=step_mode)
+__all__ = ["ExponentialSynapse", "LeakyIntegrator", "recurrent_shd_model"]
 
 
 def recurrent_shd_model(

@@ -12,7 +12,8 @@ pytest.importorskip("numba")
 from spikingjelly.activation_based import neuron
 
 from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
-from sj_spatial.backends import cpu, cpu_kernel, dense, select, set_cpu_kernel
+from sj_spatial.backends import cpu, dense, select
+from sj_spatial.layers import set_cpu_kernel
 
 # (T_in, N, in, out, max_delay, t_out)
 SHAPES = [
@@ -164,19 +165,24 @@ def test_taps_out_of_range_are_rejected():
 
 def test_select_uses_the_cpu_kernel_unless_disabled():
     device = torch.device("cpu")
-    with cpu_kernel(True):
-        assert select("torch", device) is cpu
-        with cpu_kernel(False):
-            assert select("torch", device) is dense
-        assert select("torch", device) is cpu
-    with pytest.raises(TypeError, match="enabled must be a bool"):
-        set_cpu_kernel("no")
+    assert select("torch", device, "numba") is cpu
+    assert select("torch", device, "dense") is dense
+    assert select("torch", device) is cpu  # the default without SJ_SPATIAL_CPU_KERNEL
+    layer = SpatialDelayLinear(3, 2)
+    assert layer.cpu_kernel == "numba" and "kernel=numba" in repr(layer)
+    assert set_cpu_kernel(layer, "dense") is layer
+    assert layer.cpu_kernel == "dense" and "kernel=dense" in repr(layer)
+    with pytest.raises(ValueError, match="cpu_kernel must be one of"):
+        layer.cpu_kernel = "no"
+    assert layer.cpu_kernel == "dense"
 
 
 def test_environment_variable_disables_the_cpu_kernel():
     code = (
         "import torch; from sj_spatial.backends import select, dense; "
-        "assert select('torch', torch.device('cpu')) is dense"
+        "from sj_spatial import SpatialDelayLinear; "
+        "assert select('torch', torch.device('cpu')) is dense; "
+        "assert SpatialDelayLinear(2, 2).cpu_kernel == 'dense'"
     )
     env = dict(os.environ, SJ_SPATIAL_CPU_KERNEL="0")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
@@ -184,9 +190,8 @@ def test_environment_variable_disables_the_cpu_kernel():
 
 def layer_grads(make, x, enabled):
     torch.manual_seed(3)
-    layer = make()
-    with cpu_kernel(enabled):
-        y = layer(x)
+    layer = set_cpu_kernel(make(), "numba" if enabled else "dense")
+    y = layer(x)
     params = [p for p in layer.parameters() if p.requires_grad]
     grads = torch.autograd.grad(y.square().sum(), [x, *params])
     return y.detach(), grads

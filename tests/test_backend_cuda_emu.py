@@ -21,7 +21,8 @@ from sj_spatial.backends import cuda, cuda_lif, dense
 
 from cuda_emu import EmuRunner, compile_kernels, compiler
 
-ALL_KERNELS = set(cuda.KERNELS) | set(cuda_lif.KERNELS)
+# CuPy compiles each kernel module's source on its own.
+MODULES = pytest.mark.parametrize("module", [cuda, cuda_lif], ids=["cuda", "cuda_lif"])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def check(runner, x, weight, k, f, num_taps, t_out, dtype=torch.float32, tol=1e-
     xs = [x.to(dtype).clone().requires_grad_() for _ in range(2)]
     ws = [weight.to(dtype).clone().requires_grad_() for _ in range(2)]
     fs = [f.to(dtype).clone().requires_grad_() for _ in range(2)]
-    y = cuda.DelayedMatmul.apply(xs[0], ws[0], fs[0], k, num_taps, t_out, runner)
+    y = cuda.DelayedMatmul.apply(xs[0], ws[0], k, fs[0], num_taps, t_out, runner)
     ref = dense.delayed_matmul(xs[1].double(), ws[1].double(), k, fs[1].double(), num_taps, t_out)
     assert y.shape == ref.shape == (t_out, x.shape[1], weight.shape[0])
     assert y.dtype == dtype
@@ -168,12 +169,13 @@ def _kernel_entries(ptx: str) -> set[str]:
     return set(re.findall(r"\.entry\s+(\w+)", ptx))
 
 
-def test_kernels_compile_with_nvcc(tmp_path):
+@MODULES
+def test_kernels_compile_with_nvcc(tmp_path, module):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc not installed")
     src = tmp_path / "kernels.cu"
-    src.write_text(cuda.kernel_source())
+    src.write_text(module.SOURCE)
     out = tmp_path / "kernels.ptx"
     result = subprocess.run(
         [nvcc, "--ptx", "-arch=sm_90", "-std=c++17", str(src), "-o", str(out)],
@@ -182,7 +184,7 @@ def test_kernels_compile_with_nvcc(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert _kernel_entries(out.read_text()) == ALL_KERNELS
+    assert _kernel_entries(out.read_text()) == set(module.KERNELS)
 
 
 def _libnvrtc() -> str | None:
@@ -194,7 +196,8 @@ def _libnvrtc() -> str | None:
     return None
 
 
-def test_kernels_compile_with_nvrtc():
+@MODULES
+def test_kernels_compile_with_nvrtc(module):
     """NVRTC is the compiler CuPy uses for RawModule; compile exactly as it would."""
     path = _libnvrtc()
     if path is None:
@@ -202,9 +205,7 @@ def test_kernels_compile_with_nvrtc():
     lib = ctypes.CDLL(path)
     prog = ctypes.c_void_p()
     assert (
-        lib.nvrtcCreateProgram(
-            ctypes.byref(prog), cuda.kernel_source().encode(), b"k.cu", 0, None, None
-        )
+        lib.nvrtcCreateProgram(ctypes.byref(prog), module.SOURCE.encode(), b"k.cu", 0, None, None)
         == 0
     )
     opts = [b"--gpu-architecture=compute_90", b"--std=c++17"]
@@ -218,4 +219,4 @@ def test_kernels_compile_with_nvrtc():
     ptx = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetPTX(prog, ptx)
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    assert _kernel_entries(ptx.value.decode()) == ALL_KERNELS
+    assert _kernel_entries(ptx.value.decode()) == set(module.KERNELS)

@@ -193,18 +193,16 @@ def test_delays_and_extra_repr():
     assert fc.supported_backends == ("torch", "cupy")
 
 
-@pytest.mark.parametrize("kernel", [True, False], ids=["numba", "dense"])
+@pytest.mark.parametrize("kernel", ["numba", "dense"])
 @pytest.mark.parametrize("shape", [(0, 3, 6), (5, 0, 6), (0, 0, 6), (4, 2, 0, 6)])
 def test_empty_sequences_and_batches_give_empty_outputs_like_layer_linear(kernel, shape):
-    from sj_spatial import backends
-
     spatial = SpatialDelayLinear(6, 4, step_mode="m", max_delay=3)
+    spatial.cpu_kernel = kernel
     plain = layer.Linear(6, 4, step_mode="m")
     x = torch.rand(shape, requires_grad=True)
-    with backends.cpu_kernel(kernel):
-        y = spatial(x)
-        assert y.shape == plain(x).shape == (*shape[:-1], 4)
-        y.sum().backward()  # an empty output belongs to the graph, as nn.Linear's does
+    y = spatial(x)
+    assert y.shape == plain(x).shape == (*shape[:-1], 4)
+    y.sum().backward()  # an empty output belongs to the graph, as nn.Linear's does
     assert x.grad.shape == x.shape
     assert torch.equal(spatial.weight.grad, torch.zeros_like(spatial.weight))
 

@@ -168,7 +168,7 @@ def handmade_truncated_bptt(model, x, loss_fn, chunk):
     functional.reset_net(model)
     history, outputs = None, []
     for start in range(0, x.shape[0], chunk):
-        s, history = delayed_recurrence(
+        s, history, _ = delayed_recurrence(
             lin_in(x[start : start + chunk]),
             rec.sub_module,
             rec.effective_weight(),

@@ -17,8 +17,9 @@ from torch import nn
 
 from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
 from sj_spatial.backends import cpu as cpu_backend
-from sj_spatial.backends import cpu_kernel, cuda, cupy_missing
+from sj_spatial.backends import cuda, cupy_missing
 from sj_spatial.delays import autocast_dtype, delay_taps, distances
+from sj_spatial.layers import set_cpu_kernel
 
 from cuda_emu import EmuRunner, compile_kernels, compiler
 
@@ -69,15 +70,16 @@ pytestmark = pytest.mark.usefixtures("exact_float32")
 
 
 @contextlib.contextmanager
-def kernel(device: str, numba_on: bool | None, amp: torch.dtype | None = None):
-    """Select the CPU kernel and enter autocast (``amp``) or not (None)."""
+def kernel(device: str, numba_on: bool | None, amp: torch.dtype | None = None, layer=None):
+    """Select ``layer``'s CPU kernel and enter autocast (``amp``) or not (None)."""
     if numba_on and not cpu_backend.available():
         pytest.skip("numba is not installed")
-    choice = cpu_kernel(numba_on) if numba_on is not None else contextlib.nullcontext()
+    if numba_on is not None and layer is not None:
+        set_cpu_kernel(layer, "numba" if numba_on else "dense")
     if amp is not None and (reason := autocast_missing(device, amp)) is not None:
         pytest.skip(reason)
     cast = torch.autocast(device, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with choice, cast:
+    with cast:
         yield
 
 
@@ -129,7 +131,7 @@ def run(layer, x, step_mode, device, numba_on, amp=None):
     functional.reset_net(layer)
     layer.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
-    with kernel(device, numba_on, amp):
+    with kernel(device, numba_on, amp, layer):
         y = layer(x) if step_mode == "m" else torch.stack([layer(x_t) for x_t in x])
         gen = torch.Generator().manual_seed(1)
         g = torch.randn(y.shape, generator=gen).to(device)
@@ -364,9 +366,9 @@ def test_cupy_backend_computes_in_float32_under_autocast_emulated(amp, half_inpu
     grad_y = torch.randn(14, 3, 6, generator=gen).to(x.dtype)
     results = []
     for amp_or_none in (None, amp):
-        leaves = [t.clone().requires_grad_() for t in (x, weight, frac)]
+        xl, wl, fl = leaves = [t.clone().requires_grad_() for t in (x, weight, frac)]
         with kernel("cpu", None, amp_or_none):
-            y = cuda.DelayedMatmul.apply(*leaves, taps, 5, 14, runner)
+            y = cuda.DelayedMatmul.apply(xl, wl, taps, fl, 5, 14, runner)
         y.backward(grad_y)
         results.append((y.detach(), *(t.grad for t in leaves)))
     assert results[1][0].dtype == x.dtype

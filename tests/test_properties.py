@@ -22,8 +22,9 @@ from spikingjelly.activation_based import functional, neuron
 
 from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
 from sj_spatial.backends import cpu as cpu_backend
-from sj_spatial.backends import cpu_kernel, cupy_missing
+from sj_spatial.backends import cupy_missing
 from sj_spatial.delays import delay_taps, delays_from_positions
+from sj_spatial.layers import set_cpu_kernel
 
 from reference import spec_linear, spec_recurrence
 
@@ -247,17 +248,14 @@ def check_linear(case: Case, mode: str) -> None:
     """Finite, numba == dense, ``mode`` == the other step mode, == the SPEC reference."""
     layer = make_linear(case, mode)
     x, _ = inputs(case, case.n_in)
-    with cpu_kernel(True):
-        fast = run(layer, x, case.seed)
+    fast = run(set_cpu_kernel(layer, "numba"), x, case.seed)
     assert fast[0].shape == (case.t, *case.batch, case.n_out)
     assert fast[0].dtype == case.dtype
     assert_finite(*fast)
-    with cpu_kernel(False):
-        dense = run(layer, x, case.seed)
+    dense = run(set_cpu_kernel(layer, "dense"), x, case.seed)
     assert_same_run(fast, dense, case.dtype, "numba vs dense")
     layer.step_mode = "m" if mode == "s" else "s"
-    with cpu_kernel(True):
-        other = run(layer, x, case.seed)
+    other = run(set_cpu_kernel(layer, "numba"), x, case.seed)
     assert_same_run(fast, other, case.dtype, "step_mode 's' vs 'm'")
     want = spec_linear(
         x.reshape(case.t, -1, case.n_in),
@@ -274,18 +272,15 @@ def check_recurrent_lif(case: Case, mode: str) -> None:
     rec = make_recurrent(case, mode)
     x, _ = inputs(case, case.n_in)
     x = x.abs() * 2  # enough drive to spike
-    with cpu_kernel(True):
-        fast = run(rec, x, case.seed)
+    fast = run(set_cpu_kernel(rec, "numba"), x, case.seed)
     assert fast[0].shape == (case.t, *case.batch, case.n_in)
     # One step reads no earlier spikes: the recurrent synapses take no part in it.
     assert_finite(*fast, unused=("weight", "positions.positions") if case.t == 1 else ())
     assert ((fast[0] == 0) | (fast[0] == 1)).all()
-    with cpu_kernel(False):
-        dense = run(rec, x, case.seed)
+    dense = run(set_cpu_kernel(rec, "dense"), x, case.seed)
     assert_same_run(fast, dense, case.dtype, "numba vs dense")
     rec.step_mode = "m" if mode == "s" else "s"
-    with cpu_kernel(True):
-        other = run(rec, x, case.seed)
+    other = run(set_cpu_kernel(rec, "numba"), x, case.seed)
     assert_same_run(fast, other, case.dtype, "step_mode 's' vs 'm'")
     ref_lif = neuron.LIFNode(tau=2.0, v_threshold=0.5, detach_reset=case.seed % 2 == 0)
     bias = None if rec.bias is None else rec.bias.detach()

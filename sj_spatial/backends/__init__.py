@@ -1,19 +1,21 @@
 """Interchangeable implementations of the delayed matmul, chosen in one place.
 
-Every backend implements ``delayed_matmul(x, weight, taps, frac, num_taps, t_out)``
-with the semantics of :func:`sj_spatial.backends.dense.delayed_matmul`.
+Every backend module follows :mod:`.contract`: ``delayed_matmul(x, weight, taps, frac,
+window, t_out)`` with the semantics of the dense reference :mod:`.dense`.
 
-``backend="torch"`` on CPU tensors runs the numba kernel of :mod:`.cpu` when numba is
-installed and the kernel is enabled (the default; switch it with :func:`set_cpu_kernel`,
-:func:`cpu_kernel` or the environment variable ``SJ_SPATIAL_CPU_KERNEL=0``), otherwise
-the dense reference of :mod:`.dense`.
+- ``backend="cupy"``: :mod:`.cuda` (CUDA tensors), plus the fused recurrent LIF loop of
+  :mod:`.cuda_lif`.
+- ``backend="torch"``: on CPU tensors the layer's ``cpu_kernel``: ``"numba"``
+  (:mod:`.cpu`) or ``"dense"`` (:mod:`.dense`); on any other device :mod:`.dense`.
+
+A layer's ``cpu_kernel`` defaults to :func:`default_cpu_kernel`: ``"numba"``, or
+``"dense"`` where the environment variable ``SJ_SPATIAL_CPU_KERNEL`` is ``0`` or
+``dense`` (or numba is missing).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from types import ModuleType
 
 import torch
@@ -21,43 +23,39 @@ import torch
 from . import dense
 
 BACKENDS = ("torch", "cupy")
+CPU_KERNELS = ("numba", "dense")
 
-_cpu_kernel_enabled = os.environ.get("SJ_SPATIAL_CPU_KERNEL", "1").strip() != "0"
-_cpu_module: ModuleType | None | bool = False  # False: not looked up yet
-
-
-def set_cpu_kernel(enabled: bool) -> None:
-    """Use the numba CPU kernel for ``backend='torch'`` on CPU (True) or the dense one."""
-    global _cpu_kernel_enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
-    _cpu_kernel_enabled = enabled
+#: Values of SJ_SPATIAL_CPU_KERNEL and the kernel each selects.
+_ENVIRONMENT = {"1": "numba", "numba": "numba", "0": "dense", "dense": "dense"}
 
 
-def cpu_kernel_enabled() -> bool:
-    """Whether ``backend='torch'`` on CPU tensors runs the numba kernel now."""
-    return _cpu_kernel_enabled and _fast_cpu() is not None
+def numba_missing() -> str | None:
+    """Why the numba CPU kernel cannot run here, or None when it can."""
+    from . import cpu
+
+    return None if cpu.available() else "numba is not importable; pip install numba"
 
 
-@contextlib.contextmanager
-def cpu_kernel(enabled: bool) -> Iterator[None]:
-    """Context manager: :func:`set_cpu_kernel` inside the block, the previous choice after."""
-    previous = _cpu_kernel_enabled
-    set_cpu_kernel(enabled)
-    try:
-        yield
-    finally:
-        set_cpu_kernel(previous)
+def default_cpu_kernel() -> str:
+    """The CPU kernel of a new layer: from ``SJ_SPATIAL_CPU_KERNEL`` (``numba``/``1``,
+    ``dense``/``0``; unset means ``numba``), ``"dense"`` when numba is missing."""
+    value = os.environ.get("SJ_SPATIAL_CPU_KERNEL", "numba").strip().lower()
+    if value not in _ENVIRONMENT:
+        raise ValueError(
+            f"the environment variable SJ_SPATIAL_CPU_KERNEL must be one of "
+            f"{sorted(_ENVIRONMENT)}, got {value!r}"
+        )
+    kernel = _ENVIRONMENT[value]
+    return "dense" if kernel == "numba" and numba_missing() else kernel
 
 
-def _fast_cpu() -> ModuleType | None:
-    """The :mod:`.cpu` module when numba is importable, else None (looked up once)."""
-    global _cpu_module
-    if _cpu_module is False:
-        from . import cpu
-
-        _cpu_module = cpu if cpu.available() else None
-    return _cpu_module
+def check_cpu_kernel(cpu_kernel: str) -> str:
+    """Return ``cpu_kernel`` if it is one of :data:`CPU_KERNELS` and can run here."""
+    if not isinstance(cpu_kernel, str) or cpu_kernel not in CPU_KERNELS:
+        raise ValueError(f"cpu_kernel must be one of {list(CPU_KERNELS)}, got {cpu_kernel!r}")
+    if cpu_kernel == "numba" and (reason := numba_missing()) is not None:
+        raise ValueError(f"cpu_kernel='numba' is unavailable: {reason}")
+    return cpu_kernel
 
 
 def cupy_missing() -> str | None:
@@ -81,16 +79,29 @@ def require(backend: str) -> None:
             raise ValueError(f"backend='cupy' is unavailable: {reason}")
 
 
-def select(backend: str, device: torch.device) -> ModuleType:
-    """The module implementing ``delayed_matmul`` for ``backend`` on ``device``."""
+def implementation(backend: str, device: torch.device, cpu_kernel: str | None = None) -> str:
+    """Which kernel ``backend`` runs on ``device``: ``"cupy"``, ``"numba"`` or ``"dense"``.
+
+    ``cpu_kernel`` None means :func:`default_cpu_kernel`.
+    """
     if backend == "cupy":
-        if device.type != "cuda":
-            raise ValueError(f"backend='cupy' needs CUDA tensors, got tensors on {device}")
+        return "cupy"
+    if device.type != "cpu":
+        return "dense"
+    return default_cpu_kernel() if cpu_kernel is None else cpu_kernel
+
+
+def select(backend: str, device: torch.device, cpu_kernel: str | None = None) -> ModuleType:
+    """The module implementing ``delayed_matmul`` for ``backend`` on ``device``."""
+    if backend == "cupy" and device.type != "cuda":
+        raise ValueError(f"backend='cupy' needs CUDA tensors, got tensors on {device}")
+    name = implementation(backend, device, cpu_kernel)
+    if name == "cupy":
         from . import cuda
 
         return cuda
-    if device.type == "cpu" and _cpu_kernel_enabled:
-        fast = _fast_cpu()
-        if fast is not None:
-            return fast
+    if name == "numba":
+        from . import cpu
+
+        return cpu
     return dense

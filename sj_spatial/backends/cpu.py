@@ -1,21 +1,21 @@
 """Fast CPU backend: ``backend="torch"`` on CPU tensors when numba is installed.
 
-Same contract as :mod:`.dense`, but a synapse costs two AXPYs whatever ``max_delay`` is.
-Layout: every input neuron ``i`` is one contiguous row of the input steps the outputs
-read (time-major blocks of ``N`` values), every output neuron ``j`` one row of
-``t_out * N`` values. Synapse ``j <- i`` with tap ``k`` and fraction ``f`` adds ``w (1-f)``
-times the input row shifted by ``k`` steps and ``w f`` times it shifted by ``k + 1``;
-steps before the input's first are zeros, neither stored nor read. The backward has the
-same structure: the input gradient is the transposed gather (one row per input neuron),
-and the weight and fraction gradients are two dot products per synapse over the same
-rows. Arithmetic is in float32 or float64: ``x``'s dtype, or the weight's when ``x`` is
-float16/bfloat16 (the output is then rounded back to ``x``'s dtype, as under autocast);
-when neither is float32/float64 the call falls back to :mod:`.dense`.
+The :class:`~.contract.DelayedMatmul` contract of :mod:`.dense`, but a synapse costs two
+AXPYs whatever ``max_delay`` is. Layout: every input neuron ``i`` is one contiguous row
+of the input steps the outputs read (time-major blocks of ``N`` values), every output
+neuron ``j`` one row of ``t_out * N`` values. Synapse ``j <- i`` with tap ``k`` adds
+``near`` times the input row shifted by ``k`` steps and ``far`` times it shifted by
+``k + 1``; steps before the input's first are zeros, neither stored nor read. The
+backward has the same structure: the input gradient is the transposed gather (one row
+per input neuron), and the weight and fraction gradients are two dot products per
+synapse over the same rows. Arithmetic is in float32 or float64: ``x``'s dtype, or the
+weight's when ``x`` is float16/bfloat16 (the output is then rounded back to ``x``'s
+dtype, as under autocast); when neither is float32/float64 the call falls back to
+:mod:`.dense`, as it does for empty shapes.
 
-Skipped work: pruned synapses (weight exactly 0), the second tap of integer delays
+Skipped work: pruned synapses (weight exactly 0), the far tap of integer delays
 (``f == 0``, the forward and input gradient) and every read of steps before the input's
-first. Zero inputs are not skipped: on 5%-dense spikes a sparse (CSR) gather measured no
-faster than the vectorised dense rows.
+first. Zero inputs are not skipped (benchmarks/RESULTS.md, "Kernel design choices").
 """
 
 from __future__ import annotations
@@ -92,16 +92,16 @@ def _dot2(g, x0, x1):
     return s0, s1
 
 
-# A synapse with tap k reads row[o + q] (weight a) and row[o - n + q] (weight b) for
+# A synapse with tap k reads row[o + q] (weight a = near) and row[o - n + q] (b = far) for
 # output position q in [0, m), with o = o0 - k n. Row positions below 0 are the zeros
 # before the input's first step: the a-term starts at q = qa, the b-term at q = qb, and
 # a synapse with o + m <= 0 reads nothing but zeros.
 
 
 @_helper
-def _forward_block(xp, ca, cb, k, n, o0, y, lo, hi):
+def _forward_block(xp, near, far, k, n, o0, y, lo, hi):
     """Outputs ``lo .. hi-1`` of the forward: ``y[j] += a x[t-k] + b x[t-k-1]``."""
-    n_out, n_in = ca.shape
+    n_in = near.shape[1]
     m = y.shape[1]
     for i in range(n_in):
         row = xp[i]
@@ -109,8 +109,8 @@ def _forward_block(xp, ca, cb, k, n, o0, y, lo, hi):
             o = o0 - k[j, i] * n
             if o + m <= 0:  # reads only steps before the first
                 continue
-            a = ca[j, i]
-            b = cb[j, i]
+            a = near[j, i]
+            b = far[j, i]
             qa = max(0, -o)
             qb = min(max(0, n - o), m)
             if b != 0:
@@ -122,9 +122,9 @@ def _forward_block(xp, ca, cb, k, n, o0, y, lo, hi):
 
 
 @_helper
-def _grad_input_block(g, ca, cb, k, n, o0, gxp, lo, hi):
+def _grad_input_block(g, near, far, k, n, o0, gxp, lo, hi):
     """Inputs ``lo .. hi-1``: transposed gather ``gx[t-k] += a g[t]``, ``gx[t-k-1] += b g[t]``."""
-    n_out, n_in = ca.shape
+    n_out = near.shape[0]
     m = g.shape[1]
     for j in range(n_out):
         gj = g[j]
@@ -132,8 +132,8 @@ def _grad_input_block(g, ca, cb, k, n, o0, gxp, lo, hi):
             o = o0 - k[j, i] * n
             if o + m <= 0:
                 continue
-            a = ca[j, i]
-            b = cb[j, i]
+            a = near[j, i]
+            b = far[j, i]
             row = gxp[i]
             # Row position p takes a g[p - o] for p in [pa0, pa1) and b g[p - o + n] for
             # p in [pb0, pb1); pb0 <= pa0 and pb1 = pa1 - n: b alone, both, a alone.
@@ -156,17 +156,17 @@ def _grad_input_block(g, ca, cb, k, n, o0, gxp, lo, hi):
 
 
 @_helper
-def _dots_block(g, xp, k, n, o0, da, db, lo, hi):
-    """Outputs ``lo .. hi-1``: ``da[j, i] = g[j] . x[t-k]``, ``db[j, i] = g[j] . x[t-k-1]``."""
-    n_out, n_in = k.shape
+def _dots_block(g, xp, k, n, o0, dot_near, dot_far, lo, hi):
+    """Outputs ``lo .. hi-1``: ``dot_near[j, i] = g[j] . x[t-k]``, ``dot_far = g[j] . x[t-k-1]``."""
+    n_in = k.shape[1]
     m = g.shape[1]
     for i in range(n_in):
         row = xp[i]
         for j in range(lo, hi):
             o = o0 - k[j, i] * n
             if o + m <= 0:
-                da[j, i] = 0
-                db[j, i] = 0
+                dot_near[j, i] = 0
+                dot_far[j, i] = 0
                 continue
             qa = max(0, -o)
             qb = min(max(0, n - o), m)
@@ -175,52 +175,52 @@ def _dots_block(g, xp, k, n, o0, da, db, lo, hi):
             if qa < qb:
                 head = _dot(gj[qa:qb], row[o + qa : o + qb])
             a, b = _dot2(gj[qb:], row[o + qb : o + m], row[o - n + qb : o - n + m])
-            da[j, i] = head + a
-            db[j, i] = b
+            dot_near[j, i] = head + a
+            dot_far[j, i] = b
 
 
 # Each kernel twice: over the thread pool (one block of rows per task), and on the
 # calling thread for small calls.
 @_parallel
-def _forward_parallel(xp, ca, cb, k, n, o0, y, block):
-    n_out = ca.shape[0]
+def _forward_parallel(xp, near, far, k, n, o0, y, block):
+    n_out = near.shape[0]
     for b in _prange((n_out + block - 1) // block):
-        _forward_block(xp, ca, cb, k, n, o0, y, b * block, min(b * block + block, n_out))
+        _forward_block(xp, near, far, k, n, o0, y, b * block, min(b * block + block, n_out))
 
 
 @_jit
-def _forward_serial(xp, ca, cb, k, n, o0, y, block):
-    n_out = ca.shape[0]
+def _forward_serial(xp, near, far, k, n, o0, y, block):
+    n_out = near.shape[0]
     for lo in range(0, n_out, block):
-        _forward_block(xp, ca, cb, k, n, o0, y, lo, min(lo + block, n_out))
+        _forward_block(xp, near, far, k, n, o0, y, lo, min(lo + block, n_out))
 
 
 @_parallel
-def _grad_input_parallel(g, ca, cb, k, n, o0, gxp, block):
-    n_in = ca.shape[1]
+def _grad_input_parallel(g, near, far, k, n, o0, gxp, block):
+    n_in = near.shape[1]
     for b in _prange((n_in + block - 1) // block):
-        _grad_input_block(g, ca, cb, k, n, o0, gxp, b * block, min(b * block + block, n_in))
+        _grad_input_block(g, near, far, k, n, o0, gxp, b * block, min(b * block + block, n_in))
 
 
 @_jit
-def _grad_input_serial(g, ca, cb, k, n, o0, gxp, block):
-    n_in = ca.shape[1]
+def _grad_input_serial(g, near, far, k, n, o0, gxp, block):
+    n_in = near.shape[1]
     for lo in range(0, n_in, block):
-        _grad_input_block(g, ca, cb, k, n, o0, gxp, lo, min(lo + block, n_in))
+        _grad_input_block(g, near, far, k, n, o0, gxp, lo, min(lo + block, n_in))
 
 
 @_parallel
-def _dots_parallel(g, xp, k, n, o0, da, db, block):
+def _dots_parallel(g, xp, k, n, o0, dot_near, dot_far, block):
     n_out = k.shape[0]
     for b in _prange((n_out + block - 1) // block):
-        _dots_block(g, xp, k, n, o0, da, db, b * block, min(b * block + block, n_out))
+        _dots_block(g, xp, k, n, o0, dot_near, dot_far, b * block, min(b * block + block, n_out))
 
 
 @_jit
-def _dots_serial(g, xp, k, n, o0, da, db, block):
+def _dots_serial(g, xp, k, n, o0, dot_near, dot_far, block):
     n_out = k.shape[0]
     for lo in range(0, n_out, block):
-        _dots_block(g, xp, k, n, o0, da, db, lo, min(lo + block, n_out))
+        _dots_block(g, xp, k, n, o0, dot_near, dot_far, lo, min(lo + block, n_out))
 
 
 @_helper
@@ -247,8 +247,8 @@ def _transpose_serial(a, out):
 
 
 def _transpose(a: torch.Tensor) -> torch.Tensor:
-    """Contiguous transpose of a 2-D tensor (torch's strided copy is several times slower
-    for some of the shapes met here)."""
+    """Contiguous transpose of a 2-D tensor, in cache-sized tiles (faster than torch's
+    strided copy for the shapes met here: benchmarks/RESULTS.md, "Kernel design choices")."""
     a = a.contiguous()
     out = a.new_empty(a.shape[1], a.shape[0])
     parallel, _ = _schedule(a.numel() * 16, 1)  # a copy costs about 16 multiply-adds
@@ -262,36 +262,38 @@ def _schedule(work: int, rows: int) -> tuple[bool, int]:
     threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     if threads < 2 or work < PARALLEL_MIN_WORK:
         return False, BLOCK
-    numba.set_num_threads(threads)
+    if numba.get_num_threads() != threads:  # set only on a change (per calling thread)
+        numba.set_num_threads(threads)
     return True, max(1, min(BLOCK, rows // (4 * threads)))
 
 
-def _window(t_in: int, t_out: int, num_taps: int) -> tuple[int, int]:
+def _rows_read(t_in: int, t_out: int, window: int) -> tuple[int, int]:
     """First input step the outputs read (>= 0) and the row offset ``o0`` of tap 0."""
-    first = max(0, t_in - t_out - (num_taps - 1))
+    first = max(0, t_in - t_out - (window - 1))
     # Output q = 0 is step t_in - t_out; tap 0 reads that step, at row step t_in - t_out - first.
     return first, t_in - t_out - first
 
 
 # Eagerly the kernels run in an autograd.Function; under torch.compile the same two
 # functions run as torch.library custom ops (opaque calls with known output shapes, so
-# dynamo does not trace into numba), which cost more per call than the Function.
+# dynamo does not trace into numba). The Function is kept for eager calls because a
+# custom op costs more per call (benchmarks/RESULTS.md, "Kernel design choices").
 
 
-def _check_taps(taps: torch.Tensor, num_taps: int) -> None:
+def _check_taps(taps: torch.Tensor, window: int) -> None:
     if taps.numel():
         lo, hi = torch.aminmax(taps)
-        if int(lo) < 0 or int(hi) > num_taps - 2:
+        if int(lo) < 0 or int(hi) > window - 2:
             raise ValueError(
-                f"taps must lie in [0, num_taps - 2] = [0, {num_taps - 2}], "
+                f"taps must lie in [0, window - 2] = [0, {window - 2}], "
                 f"got values in [{int(lo)}, {int(hi)}]"
             )
 
 
-def _rows_shape(x: torch.Tensor, num_taps: int, t_out: int) -> tuple[int, int]:
+def _rows_shape(x: torch.Tensor, window: int, t_out: int) -> tuple[int, int]:
     """Shape ``[in, rows * N]`` of the input rows the forward keeps for the backward."""
     t_in, n, n_in = x.shape
-    first, _ = _window(t_in, t_out, num_taps)
+    first, _ = _rows_read(t_in, t_out, window)
     return n_in, (t_in - first) * n
 
 
@@ -300,25 +302,25 @@ def _forward(
     weight: torch.Tensor,
     taps: torch.Tensor,
     frac: torch.Tensor,
-    num_taps: int,
+    window: int,
     t_out: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y [t_out, N, out] in x's dtype, input rows [in, rows * N] in the compute dtype)``."""
-    _check_taps(taps, num_taps)
+    _check_taps(taps, window)
     t_in, n, n_in = x.shape
     dtype = compute_dtype(x, weight)
-    first, o0 = _window(t_in, t_out, num_taps)
+    first, o0 = _rows_read(t_in, t_out, window)
     # Rows per input neuron: [in, (t_in - first) * N], time-major blocks of N.
     xp = _transpose(x.detach()[first:].reshape(-1, n_in).to(dtype))
     w = weight.detach().to(dtype)
     f = frac.detach().to(dtype)
     k = taps.detach().contiguous()
-    cb = w * f  # weight of the tap one step further back
-    ca = w - cb
+    far = w * f  # weight of the tap one step further back
+    near = w - far
     y = x.new_zeros(weight.shape[0], t_out * n, dtype=dtype)
     parallel, block = _schedule(w.numel() * y.shape[1], w.shape[0])
     kernel = _forward_parallel if parallel else _forward_serial
-    kernel(xp.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, y.numpy(), block)
+    kernel(xp.numpy(), near.numpy(), far.numpy(), k.numpy(), n, o0 * n, y.numpy(), block)
     return _transpose(y).view(t_out, n, -1).to(x.dtype), xp
 
 
@@ -345,28 +347,30 @@ def _backward(
     grad_w, grad_f = weight.new_empty(0), frac.new_empty(0)
     if need_x:
         parallel, block = _schedule(work, n_in)
-        cb = w * f
-        ca = w - cb
+        far = w * f
+        near = w - far
         gxp = torch.zeros_like(xp)
         kernel = _grad_input_parallel if parallel else _grad_input_serial
-        kernel(g.numpy(), ca.numpy(), cb.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
+        kernel(g.numpy(), near.numpy(), far.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
         grad_x = _transpose(gxp).view(-1, n, n_in).to(grad_y.dtype)
         if first > 0:  # steps before the window get no gradient
             grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
     if need_wf:
         parallel, block = _schedule(work, n_out)
-        da, db = torch.empty_like(w), torch.empty_like(w)
+        dot_near, dot_far = torch.empty_like(w), torch.empty_like(w)
         kernel = _dots_parallel if parallel else _dots_serial
-        kernel(g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, da.numpy(), db.numpy(), block)
-        diff = db - da
-        grad_w = torch.addcmul(da, f, diff).to(weight.dtype)
+        kernel(
+            g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, dot_near.numpy(), dot_far.numpy(), block
+        )
+        diff = dot_far - dot_near
+        grad_w = torch.addcmul(dot_near, f, diff).to(weight.dtype)
         grad_f = (w * diff).to(frac.dtype)
     return grad_x, grad_w, grad_f
 
 
-def _save(ctx, x, weight, taps, frac, num_taps, t_out, xp) -> None:
+def _save(ctx, x, weight, taps, frac, window, t_out, xp) -> None:
     ctx.save_for_backward(xp, weight, taps, frac)
-    ctx.window = (x.shape[0], *_window(x.shape[0], t_out, num_taps))
+    ctx.span = (x.shape[0], *_rows_read(x.shape[0], t_out, window))
 
 
 def _grads(ctx, grad_y, backward) -> tuple:
@@ -375,7 +379,7 @@ def _grads(ctx, grad_y, backward) -> tuple:
     xp, weight, taps, frac = ctx.saved_tensors
     need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
     grad_x, grad_w, grad_f = backward(
-        grad_y.contiguous(), xp, weight, taps, frac, *ctx.window, need_x, need_w or need_f
+        grad_y.contiguous(), xp, weight, taps, frac, *ctx.span, need_x, need_w or need_f
     )
     return (
         grad_x if need_x else None,
@@ -389,9 +393,9 @@ def _grads(ctx, grad_y, backward) -> tuple:
 
 class _DelayedMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, taps, frac, num_taps, t_out):
-        y, xp = _forward(x, weight, taps, frac, num_taps, t_out)
-        _save(ctx, x, weight, taps, frac, num_taps, t_out, xp)
+    def forward(ctx, x, weight, taps, frac, window, t_out):
+        y, xp = _forward(x, weight, taps, frac, window, t_out)
+        _save(ctx, x, weight, taps, frac, window, t_out, xp)
         return y
 
     @staticmethod
@@ -406,9 +410,9 @@ _backward_op = torch.library.custom_op("sj_spatial::cpu_delayed_matmul_backward"
 
 
 @_forward_op.register_fake
-def _(x, weight, taps, frac, num_taps, t_out):
+def _(x, weight, taps, frac, window, t_out):
     y = x.new_empty(t_out, x.shape[1], weight.shape[0])
-    return y, x.new_empty(_rows_shape(x, num_taps, t_out), dtype=compute_dtype(x, weight))
+    return y, x.new_empty(_rows_shape(x, window, t_out), dtype=compute_dtype(x, weight))
 
 
 @_backward_op.register_fake
@@ -440,10 +444,10 @@ def delayed_matmul(
     weight: torch.Tensor,
     taps: torch.Tensor,
     frac: torch.Tensor,
-    num_taps: int,
+    window: int,
     t_out: int,
 ) -> torch.Tensor:
-    """Same contract as :func:`sj_spatial.backends.dense.delayed_matmul`, on numba kernels.
+    """The :class:`~.contract.DelayedMatmul` contract on numba kernels.
 
     ``x``: ``[T_in, N, in]`` -> ``[t_out, N, out]`` in ``x``'s dtype. Falls back to the
     dense kernel when neither ``x`` nor ``weight`` is float32/float64, for non-CPU tensors
@@ -457,7 +461,7 @@ def delayed_matmul(
         or weight.numel() == 0
         or t_out <= 0
     ):
-        return dense.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+        return dense.delayed_matmul(x, weight, taps, frac, window, t_out)
     if torch.compiler.is_compiling():
-        return _forward_op(x, weight, taps, frac, num_taps, t_out)[0]
-    return _DelayedMatmul.apply(x, weight, taps, frac, num_taps, t_out)
+        return _forward_op(x, weight, taps, frac, window, t_out)[0]
+    return _DelayedMatmul.apply(x, weight, taps, frac, window, t_out)

@@ -1,43 +1,49 @@
 """CUDA backend (backend="cupy"): two taps per synapse, never a dense delay kernel.
 
-The delayed matmul is three CuPy kernels compiled once per device from :data:`SOURCE`:
+The delayed matmul of :mod:`.contract` is three CuPy kernels compiled once per device
+from :data:`SOURCE`:
 
-- ``sjs_gather``: ``dst[o, u, n] = sum_c a[o,c] src[c, u+s, n] + b[o,c] src[c, u+s+1, n]``.
+- ``sjs_gather``: ``dst[o, u, n] = sum_c coef0[o,c] src[c, u+s, n] + coef1[o,c] src[c, u+s+1, n]``.
   The forward pass is this gather over input rows ``[in, rows, N]`` (time-major rows,
-  left-padded with zeros, so no bounds checks); the input gradient is the same gather
-  over the output gradient with the synapse matrix transposed.
+  left-padded with zeros, so no bounds checks) with ``s = max_delay - k``, so that row
+  ``u + s`` is ``x[t - k - 1]`` (``coef0 = far``) and row ``u + s + 1`` is ``x[t - k]``
+  (``coef1 = near``); the input gradient is the same gather over the output gradient
+  with the synapse matrix transposed and ``s = k`` (``coef0 = near``, ``coef1 = far``).
 - ``sjs_wgrad``: the two dot products per synapse between an output-gradient row and the
   two shifted input rows, from which the weight and fraction gradients follow.
 
 A block keeps, per input neuron, the rows one tile of 4R time steps x 8 batch entries
-reads (the tile plus ``max_delay + 1`` steps) in shared memory and reuses them for
-every output neuron of the block; each thread accumulates R consecutive steps in
-registers, so R+1 shared loads feed 2R multiply-adds. Work and memory are independent
-of ``max_delay`` except for that window. Computation is in float32 (float64 for float64
-inputs); float16/bfloat16 inputs are converted and the results cast back.
+reads (the tile plus the ``halo = window - 1`` earlier steps, ``D`` in the source) in
+shared memory and reuses them for every output neuron of the block; each thread
+accumulates R consecutive steps in registers, so R+1 shared loads feed 2R multiply-adds.
+Work and memory are independent of ``max_delay`` except for that halo. Computation is in
+float32 (float64 for float64 inputs); float16/bfloat16 inputs are converted and the
+results cast back.
 
-The launch geometry and the buffer layouts are plain functions of shapes and tensors
-(:func:`gather_geometry`, :func:`forward_output`, :func:`input_grad`, ...) that take a
-``runner``; the GPU runner launches on CuPy, and the tests reuse the same functions with
-a CPU emulator of the kernels.
+The launch geometry (:class:`GatherGeometry`, :class:`WgradGeometry`) and the buffer
+layouts are plain functions of shapes and tensors (:func:`forward_output`,
+:func:`input_grad`, ...) that take a :class:`~.cupy_runtime.KernelRunner`; the GPU
+runner launches on CuPy, and the tests reuse the same functions with a CPU emulator.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
+
+from . import cupy_runtime
+from .contract import tap_coefficients
+from .cupy_runtime import DEFAULT_SMEM, KernelRunner, Launch, i32, type_tag
 
 #: Kernel source, CUDA C++ (compiled with NVRTC by CuPy).
 SOURCE = r"""
 // Synapse record read by every lane of a warp at once (one 16-byte shared load).
 template <typename T>
 struct __align__(16) SjsSynapse {
-    T a;
-    T b;
+    T c0;  // coefficient of src row u + s
+    T c1;  // coefficient of src row u + s + 1
     int shift;
     int pad;
 };
@@ -54,7 +60,8 @@ __device__ __forceinline__ T sjs_warp_sum(T v) {
 // (rows R apart, R = 8) then fall into four different groups of 8 banks.
 #define SJS_STRIDE 9
 
-// dst[o][u][n] = sum_c a[o][c] * src[c][u + s[o][c]][n] + b[o][c] * src[c][u + s[o][c] + 1][n]
+// dst[o][u][n] = sum_c coef0[o][c] * src[c][u + s[o][c]][n]
+//                    + coef1[o][c] * src[c][u + s[o][c] + 1][n]
 // for o < O, u < U, n < N, with 0 <= s < D and src holding at least
 // ceil(U / 4R) * 4R + D rows per channel (zero where there is no data).
 // Block (32, W): lane = 8 batch entries x 4 groups of R consecutive rows; warp w owns
@@ -65,7 +72,7 @@ __device__ __forceinline__ T sjs_warp_sum(T v) {
 // Shared memory: CC channels x (4R + D) rows x SJS_STRIDE, then OW * W x CC synapses.
 template <typename T, int R, int OW>
 __device__ __forceinline__ void sjs_gather(
-    const T* __restrict__ src, const T* __restrict__ coef_a, const T* __restrict__ coef_b,
+    const T* __restrict__ src, const T* __restrict__ coef0, const T* __restrict__ coef1,
     const int* __restrict__ shift, T* __restrict__ dst, int C, int O, int N, int U,
     int src_rows, int D, int CC, int c_slice)
 {
@@ -117,14 +124,14 @@ __device__ __forceinline__ void sjs_gather(
             const int cc = e - ol * cn;
             const int o = ob + ol;
             SjsSynapse<T> p;
-            p.a = T(0);
-            p.b = T(0);
+            p.c0 = T(0);
+            p.c1 = T(0);
             p.shift = 0;
             p.pad = 0;
             if (o < O) {
                 const long long i = (long long)o * C + c0 + cc;
-                p.a = coef_a[i];
-                p.b = coef_b[i];
+                p.c0 = coef0[i];
+                p.c1 = coef1[i];
                 p.shift = shift[i];
             }
             syn[ol * CC + cc] = p;
@@ -135,15 +142,15 @@ __device__ __forceinline__ void sjs_gather(
 #pragma unroll
             for (int ow = 0; ow < OW; ++ow) {
                 const SjsSynapse<T> p = syn[(warp * OW + ow) * CC + cc];
-                if (p.a == T(0) && p.b == T(0)) continue;  // pruned synapse: same for the warp
+                if (p.c0 == T(0) && p.c1 == T(0)) continue;  // pruned synapse: same for the warp
                 const T* q = rows + p.shift * SJS_STRIDE;
                 T v[R + 1];
 #pragma unroll
                 for (int r = 0; r <= R; ++r) v[r] = q[r * SJS_STRIDE];
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
-                    acc[ow][r] += p.a * v[r];  // two separate FMAs, not FMUL + FFMA + FADD
-                    acc[ow][r] += p.b * v[r + 1];
+                    acc[ow][r] += p.c0 * v[r];  // two separate FMAs, not FMUL + FFMA + FADD
+                    acc[ow][r] += p.c1 * v[r + 1];
                 }
             }
         }
@@ -300,10 +307,10 @@ __device__ __forceinline__ void sjs_wgrad(
 
 #define SJS_GATHER(NAME, T, R)                                                              \
     extern "C" __global__ void __launch_bounds__(256, 2) NAME(                              \
-        const T* src, const T* coef_a, const T* coef_b, const int* shift, T* dst, int C,    \
+        const T* src, const T* coef0, const T* coef1, const int* shift, T* dst, int C,      \
         int O, int N, int U, int src_rows, int D, int CC, int c_slice)                      \
     {                                                                                       \
-        sjs_gather<T, R, 8>(src, coef_a, coef_b, shift, dst, C, O, N, U, src_rows, D, CC,   \
+        sjs_gather<T, R, 8>(src, coef0, coef1, shift, dst, C, O, N, U, src_rows, D, CC,     \
                             c_slice);                                                       \
     }
 
@@ -339,22 +346,31 @@ KERNELS = tuple(
 _GATHER_OUTPUTS_PER_WARP = 8  # OW in SOURCE
 _WGRAD_OUTPUTS_PER_WARP = 2  # OG in SOURCE
 _STRIDE = 9  # SJS_STRIDE in SOURCE
-_DEFAULT_SMEM = 48 * 1024  # dynamic shared memory available without opting in
 _MAX_WARPS = 8  # __launch_bounds__(256, ...) in SOURCE
 _MAX_PARTIALS = 1 << 22  # elements of input-sliced partial outputs (16 MiB in float32)
 
 
-class Launch(NamedTuple):
-    """One kernel launch: kernel name, grid, block, dynamic shared bytes, arguments.
-
-    ``args`` holds contiguous tensors (passed as device pointers) and numpy int32 scalars.
-    """
+class GatherGeometry(NamedTuple):
+    """Launch configuration of ``sjs_gather`` (see :func:`gather_geometry`)."""
 
     name: str
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared_mem: int
-    args: tuple
+    channels_per_step: int  # inputs staged in shared memory at once (CC)
+    c_slice: int  # inputs per grid-z slice
+    src_rows: int  # rows per input channel the kernel reads
+
+
+class WgradGeometry(NamedTuple):
+    """Launch configuration of ``sjs_wgrad`` (see :func:`wgrad_geometry`)."""
+
+    name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    seg_tiles: int  # row tiles per (batch tile, time) segment of grid z
+    src_rows: int  # rows per input channel the kernel reads
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -363,10 +379,6 @@ def _ceil_div(a: int, b: int) -> int:
 
 def _round16(n: int) -> int:
     return _ceil_div(n, 16) * 16
-
-
-def _type_tag(dtype: torch.dtype) -> str:
-    return "f64" if dtype == torch.float64 else "f32"
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -385,37 +397,31 @@ def padded_rows(rows: int) -> int:
     return _ceil_div(rows, tile) * tile
 
 
-def _i32(value: int) -> np.int32:
-    if not 0 <= value < 2**31:
-        raise ValueError(f"a size of {value} does not fit the kernels' int32 indices")
-    return np.int32(value)
-
-
 def gather_geometry(
     U: int,
     N: int,
     O: int,  # noqa: E741 (the kernel's name for the output count)
     C: int,
-    D: int,
+    halo: int,
     dtype: torch.dtype,
-    sms: int,
-    smem_limit: int,
-    warps: int | None = None,
-) -> dict:
+    runner: KernelRunner,
+) -> GatherGeometry:
     """Grid, block and shared memory of ``sjs_gather`` for ``dst [O, U, N]`` over C inputs.
 
-    ``D`` is one more than the largest shift. Warps per block shrink (8 -> 4) while the
-    grid has fewer than four blocks per SM, and further while half of them still cover
-    all O outputs; ``warps`` overrides that choice. If the grid is still small, grid z
-    splits the inputs into ``slices`` whose partial sums are added afterwards.
+    ``halo`` (``D`` in the kernel) is one more than the largest shift. Warps per block
+    shrink (8 -> 4) while the grid has fewer than four blocks per SM, and further while
+    half of them still cover all O outputs; ``runner.warps`` overrides that choice. If the
+    grid is still small, grid z splits the inputs into slices whose partial sums are
+    added afterwards.
     """
     r = rows_per_thread(U)
     u_tiles, n_tiles = _ceil_div(U, 4 * r), _ceil_div(N, 8)
-    target = 4 * sms
+    target = 4 * runner.sms
 
     def blocks(w: int) -> int:
         return u_tiles * n_tiles * _ceil_div(O, _GATHER_OUTPUTS_PER_WARP * w)
 
+    warps = runner.warps
     if warps is None:
         warps = _MAX_WARPS
         while warps > 1 and (
@@ -433,26 +439,27 @@ def gather_geometry(
     synapse_bytes = 16 if item == 4 else 32
 
     def smem(cc: int) -> int:
-        return _round16(cc * (4 * r + D) * _STRIDE * item) + out_per_block * cc * synapse_bytes
+        return _round16(cc * (4 * r + halo) * _STRIDE * item) + out_per_block * cc * synapse_bytes
 
-    if smem(1) > smem_limit:
+    if smem(1) > runner.smem_limit:
         raise ValueError(
-            f"max_delay={D - 1} needs {smem(1)} bytes of shared memory per block on the cupy "
-            f"backend, this GPU allows {smem_limit}; use a smaller max_delay or backend='torch'"
+            f"max_delay={halo - 1} needs {smem(1)} bytes of shared memory per block on the cupy "
+            f"backend, this GPU allows {runner.smem_limit}; use a smaller max_delay or "
+            "backend='torch'"
         )
-    budget = _DEFAULT_SMEM if smem(1) <= _DEFAULT_SMEM else smem_limit
+    budget = DEFAULT_SMEM if smem(1) <= DEFAULT_SMEM else runner.smem_limit
     cc = 1
     while cc < min(16, c_slice) and smem(cc + 1) <= budget:
         cc += 1
-    return {
-        "name": f"sjs_gather_{_type_tag(dtype)}_r{r}",
-        "grid": (_ceil_div(O, out_per_block) * u_tiles * n_tiles, 1, slices),
-        "block": (32, warps, 1),
-        "shared_mem": smem(cc),
-        "channels_per_step": cc,
-        "c_slice": c_slice,
-        "src_rows": u_tiles * 4 * r + D,
-    }
+    return GatherGeometry(
+        name=f"sjs_gather_{type_tag(dtype)}_r{r}",
+        grid=(_ceil_div(O, out_per_block) * u_tiles * n_tiles, 1, slices),
+        block=(32, warps, 1),
+        shared_mem=smem(cc),
+        channels_per_step=cc,
+        c_slice=c_slice,
+        src_rows=u_tiles * 4 * r + halo,
+    )
 
 
 def wgrad_geometry(
@@ -460,46 +467,45 @@ def wgrad_geometry(
     N: int,
     O: int,  # noqa: E741
     C: int,
-    D: int,
+    halo: int,
     dtype: torch.dtype,
-    sms: int,
-    smem_limit: int,
-    warps: int | None = None,
-) -> dict:
+    runner: KernelRunner,
+) -> WgradGeometry:
     """Grid, block and shared memory of ``sjs_wgrad`` for O x C synapses over U x N steps.
 
     Grid z splits the (batch tile, time) stream into segments when the synapse tiles
     alone give fewer than four blocks per SM; each slice writes its own partial sums.
     """
     r = rows_per_thread(U)
-    warps = _MAX_WARPS if warps is None else warps
+    warps = _MAX_WARPS if runner.warps is None else runner.warps
     out_per_block = _WGRAD_OUTPUTS_PER_WARP * warps
     item = torch.empty((), dtype=dtype).element_size()
 
     def smem(cb: int) -> int:
-        ring = _round16(cb * (4 * r + D + r) * _STRIDE * item)
+        ring = _round16(cb * (4 * r + halo + r) * _STRIDE * item)
         return ring + out_per_block * cb * 4
 
-    cb = 8 if smem(8) <= smem_limit else 1
-    if smem(cb) > smem_limit:
+    cb = 8 if smem(8) <= runner.smem_limit else 1
+    if smem(cb) > runner.smem_limit:
         raise ValueError(
-            f"max_delay={D - 1} needs {smem(cb)} bytes of shared memory per block on the cupy "
-            f"backend, this GPU allows {smem_limit}; use a smaller max_delay or backend='torch'"
+            f"max_delay={halo - 1} needs {smem(cb)} bytes of shared memory per block on the "
+            f"cupy backend, this GPU allows {runner.smem_limit}; use a smaller max_delay or "
+            "backend='torch'"
         )
     u_tiles, n_tiles = _ceil_div(U, 4 * r), _ceil_div(N, 8)
     tiles = _ceil_div(C, cb) * _ceil_div(O, out_per_block)
-    slices = min(n_tiles * u_tiles, max(1, _ceil_div(4 * sms, tiles)))
+    slices = min(n_tiles * u_tiles, max(1, _ceil_div(4 * runner.sms, tiles)))
     segs_per_n = _ceil_div(slices, n_tiles)
     seg_tiles = _ceil_div(u_tiles, segs_per_n)
     slices = min(slices, n_tiles * _ceil_div(u_tiles, seg_tiles))
-    return {
-        "name": f"sjs_wgrad_{_type_tag(dtype)}_r{r}_cb{cb}",
-        "grid": (_ceil_div(O, out_per_block), _ceil_div(C, cb), slices),
-        "block": (32, warps, 1),
-        "shared_mem": smem(cb),
-        "seg_tiles": seg_tiles,
-        "src_rows": u_tiles * 4 * r + D,
-    }
+    return WgradGeometry(
+        name=f"sjs_wgrad_{type_tag(dtype)}_r{r}_cb{cb}",
+        grid=(_ceil_div(O, out_per_block), _ceil_div(C, cb), slices),
+        block=(32, warps, 1),
+        shared_mem=smem(cb),
+        seg_tiles=seg_tiles,
+        src_rows=u_tiles * 4 * r + halo,
+    )
 
 
 def time_rows(seq: torch.Tensor, first: int, rows: int, dtype: torch.dtype) -> torch.Tensor:
@@ -512,58 +518,36 @@ def time_rows(seq: torch.Tensor, first: int, rows: int, dtype: torch.dtype) -> t
     return out
 
 
-def forward_shifts(taps: torch.Tensor, num_taps: int) -> torch.Tensor:
+def forward_shifts(taps: torch.Tensor, window: int) -> torch.Tensor:
     """Row shift ``max_delay - k`` of each synapse in the input rows, int32 ``[out, in]``.
 
     Taps are clamped into ``[0, max_delay]`` so that no kernel reads outside its window.
     """
-    last = num_taps - 2
-    return (last - taps.clamp(0, last)).to(torch.int32).contiguous()
-
-
-def coefficients(
-    weight: torch.Tensor, frac: torch.Tensor, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w f, w (1 - f))``: the factors of ``x[t - k - 1]`` and ``x[t - k]``."""
-    w, f = weight.detach().to(dtype), frac.detach().to(dtype)
-    return (w * f).contiguous(), (w * (1 - f)).contiguous()
+    max_delay = window - 2
+    return (max_delay - taps.clamp(0, max_delay)).to(torch.int32).contiguous()
 
 
 def gather_launch(
     src: torch.Tensor,
-    coef_a: torch.Tensor,
-    coef_b: torch.Tensor,
+    coef0: torch.Tensor,
+    coef1: torch.Tensor,
     shift: torch.Tensor,
     dst: torch.Tensor,
-    geometry: dict,
-    D: int,
+    geometry: GatherGeometry,
+    halo: int,
 ) -> Launch:
-    """The ``sjs_gather`` launch computing ``dst [slices, O, U, N]`` from ``src [C, rows, N]``.
+    """The ``sjs_gather`` launch computing ``dst [slices, O, U, N]`` from ``src [C, rows, N]``:
+    ``coef0`` weighs row ``u + shift``, ``coef1`` row ``u + shift + 1``.
 
     The output is ``dst.sum(0)``: slice z holds the sum over its ``c_slice`` inputs.
     """
     c, src_rows, n = src.shape
     slices, o, u, _ = dst.shape
-    if src_rows < geometry["src_rows"] or slices != geometry["grid"][2]:
+    if src_rows < geometry.src_rows or slices != geometry.grid[2]:
         raise ValueError("gather buffers do not match the launch geometry")
-    args = (
-        src,
-        coef_a,
-        coef_b,
-        shift,
-        dst,
-        _i32(c),
-        _i32(o),
-        _i32(n),
-        _i32(u),
-        _i32(src_rows),
-        _i32(D),
-        _i32(geometry["channels_per_step"]),
-        _i32(geometry["c_slice"]),
-    )
-    return Launch(
-        geometry["name"], geometry["grid"], geometry["block"], geometry["shared_mem"], args
-    )
+    args = (src, coef0, coef1, shift, dst, i32(c), i32(o), i32(n), i32(u), i32(src_rows))
+    args += (i32(halo), i32(geometry.channels_per_step), i32(geometry.c_slice))
+    return Launch(SOURCE, geometry.name, geometry.grid, geometry.block, geometry.shared_mem, args)
 
 
 def wgrad_launch(
@@ -573,61 +557,48 @@ def wgrad_launch(
     src: torch.Tensor,
     shift: torch.Tensor,
     part: torch.Tensor,
-    geometry: dict,
-    D: int,
+    geometry: WgradGeometry,
+    halo: int,
 ) -> Launch:
     """The ``sjs_wgrad`` launch over ``g [O, rows, N]`` (rows ``g_row0 ..``) and ``src``."""
     o, g_rows, n = g.shape
     c, src_rows, _ = src.shape
-    if src_rows < geometry["src_rows"] or g_row0 + U > g_rows:
+    if src_rows < geometry.src_rows or g_row0 + U > g_rows:
         raise ValueError("wgrad buffers are shorter than the rows the kernel reads")
-    args = (
-        g,
-        _i32(g_rows),
-        _i32(g_row0),
-        src,
-        _i32(src_rows),
-        shift,
-        part,
-        _i32(c),
-        _i32(o),
-        _i32(n),
-        _i32(U),
-        _i32(D),
-        _i32(geometry["seg_tiles"]),
-    )
-    return Launch(
-        geometry["name"], geometry["grid"], geometry["block"], geometry["shared_mem"], args
-    )
+    args = (g, i32(g_rows), i32(g_row0), src, i32(src_rows), shift, part, i32(c), i32(o))
+    args += (i32(n), i32(U), i32(halo), i32(geometry.seg_tiles))
+    return Launch(SOURCE, geometry.name, geometry.grid, geometry.block, geometry.shared_mem, args)
 
 
 def _slice_sum(parts: torch.Tensor) -> torch.Tensor:
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
-def forward_output(x, weight, taps, frac, num_taps: int, t_out: int, runner) -> torch.Tensor:
+def forward_output(
+    x, weight, taps, frac, window: int, t_out: int, runner: KernelRunner
+) -> torch.Tensor:
     """``y [t_out, N, out]`` of :func:`delayed_matmul`, computed by ``runner``'s kernels."""
     t_in, n, c = x.shape
     o = weight.shape[0]
     dtype = compute_dtype(x, weight, frac)
     if t_out == 0 or n == 0:
         return x.new_zeros((t_out, n, o))
-    d = num_taps - 1
-    geo = gather_geometry(t_out, n, o, c, d, dtype, runner.sms, runner.smem_limit, runner.warps)
-    src = time_rows(x, t_in - t_out - d, geo["src_rows"], dtype)
-    coef_a, coef_b = coefficients(weight, frac, dtype)
-    dst = torch.empty((geo["grid"][2], o, t_out, n), dtype=dtype, device=x.device)
-    runner(gather_launch(src, coef_a, coef_b, forward_shifts(taps, num_taps), dst, geo, d))
+    halo = window - 1
+    geo = gather_geometry(t_out, n, o, c, halo, dtype, runner)
+    src = time_rows(x, t_in - t_out - halo, geo.src_rows, dtype)
+    near, far = tap_coefficients(weight, frac, dtype)
+    dst = torch.empty((geo.grid[2], o, t_out, n), dtype=dtype, device=x.device)
+    runner(gather_launch(src, far, near, forward_shifts(taps, window), dst, geo, halo))
     return _slice_sum(dst).permute(1, 2, 0).to(x.dtype)
 
 
-def _grad_rows(grad_y: torch.Tensor, num_taps: int, rows: int, dtype) -> torch.Tensor:
-    """Output gradient as rows ``[out, rows, N]``, row ``q`` = ``grad_y[q - max_delay - 1]``."""
-    return time_rows(grad_y, -(num_taps - 1), rows, dtype)
+def _grad_rows(grad_y: torch.Tensor, window: int, rows: int, dtype) -> torch.Tensor:
+    """Output gradient as rows ``[out, rows, N]``, row ``q`` = ``grad_y[q - window + 1]``."""
+    return time_rows(grad_y, -(window - 1), rows, dtype)
 
 
 def input_grad(
-    grad_y, weight, taps, frac, num_taps: int, t_in: int, runner, grad_rows=None
+    grad_y, weight, taps, frac, window: int, t_in: int, runner: KernelRunner, grad_rows=None
 ) -> torch.Tensor:
     """Input gradient ``[t_in, N, in]``: the transposed gather of ``grad_y [t_out, N, out]``.
 
@@ -635,18 +606,18 @@ def input_grad(
     """
     t_out, n, o = grad_y.shape
     c = weight.shape[1]
-    d = num_taps - 1
+    halo = window - 1
     dtype = compute_dtype(grad_y, weight, frac)
-    rows = t_out + d  # input rows of the window, times t_in - t_out - d .. t_in - 1
-    geo = gather_geometry(rows, n, c, o, d, dtype, runner.sms, runner.smem_limit, runner.warps)
-    if grad_rows is None or grad_rows.shape[1] < geo["src_rows"] or grad_rows.dtype != dtype:
-        grad_rows = _grad_rows(grad_y, num_taps, geo["src_rows"], dtype)
-    coef_a, coef_b = coefficients(weight, frac, dtype)
-    # gx[p] = sum_j w (1-f) g[p + k] + w f g[p + k + 1] in rows shifted by max_delay + 1.
-    shift = taps.clamp(0, d - 1).t().to(torch.int32).contiguous()
-    dst = torch.empty((geo["grid"][2], c, rows, n), dtype=dtype, device=grad_y.device)
+    rows = t_out + halo  # input rows of the window, times t_in - t_out - halo .. t_in - 1
+    geo = gather_geometry(rows, n, c, o, halo, dtype, runner)
+    if grad_rows is None or grad_rows.shape[1] < geo.src_rows or grad_rows.dtype != dtype:
+        grad_rows = _grad_rows(grad_y, window, geo.src_rows, dtype)
+    near, far = tap_coefficients(weight, frac, dtype)
+    # gx[p] = sum_j near g[p + k] + far g[p + k + 1] in rows shifted by halo.
+    shift = taps.clamp(0, halo - 1).t().to(torch.int32).contiguous()
+    dst = torch.empty((geo.grid[2], c, rows, n), dtype=dtype, device=grad_y.device)
     launch = gather_launch(
-        grad_rows, coef_b.t().contiguous(), coef_a.t().contiguous(), shift, dst, geo, d
+        grad_rows, near.t().contiguous(), far.t().contiguous(), shift, dst, geo, halo
     )
     runner(launch)
     grad_x = grad_y.new_zeros((t_in, n, c), dtype=dtype)
@@ -655,19 +626,19 @@ def input_grad(
     return grad_x
 
 
-def _weight_frac_sums(x, grad_y, taps, num_taps, t_out, runner, dtype, grad_rows=None):
+def _tap_sums(x, grad_y, taps, window, t_out, runner, dtype, grad_rows=None):
     """``(sum g x[t-k-1], sum g x[t-k])`` per synapse, ``[out, in]`` each."""
     t_in, n, c = x.shape
     o = grad_y.shape[2]
-    d = num_taps - 1
-    geo = wgrad_geometry(t_out, n, o, c, d, dtype, runner.sms, runner.smem_limit, runner.warps)
-    src = time_rows(x, t_in - t_out - d, geo["src_rows"], dtype)
+    halo = window - 1
+    geo = wgrad_geometry(t_out, n, o, c, halo, dtype, runner)
+    src = time_rows(x, t_in - t_out - halo, geo.src_rows, dtype)
     if grad_rows is None or grad_rows.dtype != dtype:
         g, g_row0 = time_rows(grad_y, 0, t_out, dtype), 0
     else:
-        g, g_row0 = grad_rows, d
-    part = torch.empty((geo["grid"][2], 2, o, c), dtype=dtype, device=x.device)
-    runner(wgrad_launch(g, g_row0, t_out, src, forward_shifts(taps, num_taps), part, geo, d))
+        g, g_row0 = grad_rows, halo
+    part = torch.empty((geo.grid[2], 2, o, c), dtype=dtype, device=x.device)
+    runner(wgrad_launch(g, g_row0, t_out, src, forward_shifts(taps, window), part, geo, halo))
     sums = _slice_sum(part)
     return sums[0], sums[1]
 
@@ -678,9 +649,9 @@ def weight_frac_grads(
     weight: torch.Tensor,
     taps: torch.Tensor,
     frac: torch.Tensor,
-    num_taps: int,
+    window: int,
     t_out: int,
-    runner=None,
+    runner: KernelRunner | None = None,
     grad_rows=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dL/dweight, dL/dfrac)`` ``[out, in]`` for :func:`delayed_matmul` given ``grad_y``.
@@ -688,157 +659,57 @@ def weight_frac_grads(
     ``x`` ``[T_in, N, in]`` and ``grad_y`` ``[t_out, N, out]`` on one CUDA device (or any
     device with an explicit ``runner``).
     """
-    runner = _runner(x.device) if runner is None else runner
+    runner = cupy_runtime.runner(x.device) if runner is None else runner
     dtype = compute_dtype(x, grad_y, weight, frac)
     if t_out == 0 or x.shape[1] == 0:
         return torch.zeros_like(weight), torch.zeros_like(frac)
-    s_early, s_late = _weight_frac_sums(x, grad_y, taps, num_taps, t_out, runner, dtype, grad_rows)
+    far_sum, near_sum = _tap_sums(x, grad_y, taps, window, t_out, runner, dtype, grad_rows)
     w, f = weight.detach().to(dtype), frac.detach().to(dtype)
-    grad_w = f * s_early + (1 - f) * s_late
-    grad_f = w * (s_early - s_late)
+    grad_w = f * far_sum + (1 - f) * near_sum
+    grad_f = w * (far_sum - near_sum)
     return grad_w.to(weight.dtype), grad_f.to(frac.dtype)
 
 
 class DelayedMatmul(torch.autograd.Function):
-    """Autograd contract of :func:`delayed_matmul` with exact input, weight and frac grads."""
+    """Autograd contract of :func:`delayed_matmul` with exact input, weight and frac grads:
+    ``apply(x, weight, taps, frac, window, t_out, runner)``."""
 
     @staticmethod
-    def forward(ctx, x, weight, frac, taps, num_taps, t_out, runner):
-        ctx.save_for_backward(x, weight, frac, taps)
-        ctx.num_taps, ctx.t_out, ctx.runner = num_taps, t_out, runner
-        return forward_output(x, weight, taps, frac, num_taps, t_out, runner)
+    def forward(ctx, x, weight, taps, frac, window, t_out, runner):
+        ctx.save_for_backward(x, weight, taps, frac)
+        ctx.window, ctx.t_out, ctx.runner = window, t_out, runner
+        return forward_output(x, weight, taps, frac, window, t_out, runner)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        x, weight, frac, taps = ctx.saved_tensors
-        need_x, need_w, need_f = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_f = None
+        x, weight, taps, frac = ctx.saved_tensors
+        need_x, need_w, _, need_f = ctx.needs_input_grad[:4]
         t_out, n = grad_y.shape[0], grad_y.shape[1]
         if t_out == 0 or n == 0:
-            zeros = (torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(frac))
-            return (
-                *(
-                    z if need else None
-                    for z, need in zip(zeros, (need_x, need_w, need_f), strict=True)
-                ),
-                None,
-                None,
-                None,
-                None,
-            )
-        grad_rows = None
-        if need_x:
-            dtype = compute_dtype(grad_y, weight, frac)
-            rows = padded_rows(t_out + ctx.num_taps - 1) + ctx.num_taps - 1
-            grad_rows = _grad_rows(grad_y, ctx.num_taps, rows, dtype)
-            grad_x = input_grad(
-                grad_y, weight, taps, frac, ctx.num_taps, x.shape[0], ctx.runner, grad_rows
-            ).to(x.dtype)
-        if need_w or need_f:
-            grad_w, grad_f = weight_frac_grads(
-                x, grad_y, weight, taps, frac, ctx.num_taps, t_out, ctx.runner, grad_rows
-            )
+            grad_x, grad_w, grad_f = map(torch.zeros_like, (x, weight, frac))
+        else:
+            grad_x = grad_w = grad_f = grad_rows = None
+            if need_x:
+                dtype = compute_dtype(grad_y, weight, frac)
+                rows = padded_rows(t_out + ctx.window - 1) + ctx.window - 1
+                grad_rows = _grad_rows(grad_y, ctx.window, rows, dtype)
+                grad_x = input_grad(
+                    grad_y, weight, taps, frac, ctx.window, x.shape[0], ctx.runner, grad_rows
+                ).to(x.dtype)
+            if need_w or need_f:
+                grad_w, grad_f = weight_frac_grads(
+                    x, grad_y, weight, taps, frac, ctx.window, t_out, ctx.runner, grad_rows
+                )
         return (
-            grad_x,
+            grad_x if need_x else None,
             grad_w if need_w else None,
+            None,
             grad_f if need_f else None,
             None,
             None,
             None,
-            None,
         )
-
-
-@contextlib.contextmanager
-def device_guard(index: int):
-    """Make ``index`` the current device of torch and CuPy, and torch's current stream
-    CuPy's, so that kernels run in order with the surrounding torch work."""
-    import cupy
-
-    stream_ptr = torch.cuda.current_stream(index).cuda_stream
-    with torch.cuda.device(index), cupy.cuda.Device(index):
-        try:
-            stream = cupy.cuda.ExternalStream(stream_ptr, index)
-        except TypeError:  # CuPy versions whose ExternalStream takes no device id
-            stream = cupy.cuda.ExternalStream(stream_ptr)
-        with stream:
-            yield
-
-
-_MODULES: dict[str, object] = {}  # CuPy RawModule per source; CuPy compiles it per device
-_FUNCTIONS: dict[tuple[int, str, str], object] = {}
-
-
-def _function(index: int, code: str, name: str):
-    """Kernel ``name`` of ``code`` on device ``index``, compiled once (call inside the guard)."""
-    import cupy
-
-    key = (index, code, name)
-    fn = _FUNCTIONS.get(key)
-    if fn is None:
-        module = _MODULES.get(code)
-        if module is None:
-            module = _MODULES[code] = cupy.RawModule(code=code, options=("--std=c++17",))
-        fn = _FUNCTIONS[key] = module.get_function(name)
-    return fn
-
-
-def _pointer(tensor: torch.Tensor, index: int) -> int:
-    if tensor.device.type != "cuda" or tensor.device.index != index:
-        raise ValueError(f"kernel argument on {tensor.device}, expected cuda:{index}")
-    if not tensor.is_contiguous():
-        raise ValueError("kernel arguments must be contiguous tensors")
-    return tensor.data_ptr()
-
-
-def kernel_source() -> str:
-    """Every kernel of the backend: the delayed matmul's and the fused LIF recurrence's."""
-    from . import cuda_lif
-
-    return SOURCE + cuda_lif.SOURCE
-
-
-class CupyRunner:
-    """Launches :class:`Launch` records of :func:`kernel_source` on one CUDA device.
-
-    A runner has ``sms`` (multiprocessor count), ``smem_limit`` (opt-in shared memory per
-    block) and ``warps`` (None: chosen per launch), which the geometry functions read.
-    """
-
-    warps = None
-
-    def __init__(self, index: int):
-        import cupy
-
-        self.index = index
-        self.sms = torch.cuda.get_device_properties(index).multi_processor_count
-        attrs = cupy.cuda.Device(index).attributes
-        self.smem_limit = int(attrs.get("MaxSharedMemoryPerBlockOptin", _DEFAULT_SMEM))
-        self._smem_set: dict[str, int] = {}
-
-    def __call__(self, launch: Launch) -> None:
-        args = tuple(
-            _pointer(a, self.index) if isinstance(a, torch.Tensor) else a for a in launch.args
-        )
-        with device_guard(self.index):
-            fn = _function(self.index, kernel_source(), launch.name)
-            if launch.shared_mem > max(_DEFAULT_SMEM, self._smem_set.get(launch.name, 0)):
-                fn.max_dynamic_shared_size_bytes = launch.shared_mem
-                self._smem_set[launch.name] = launch.shared_mem
-            fn(launch.grid, launch.block, args, shared_mem=launch.shared_mem)
-
-
-_RUNNERS: dict[int, CupyRunner] = {}
-
-
-def _runner(device: torch.device) -> CupyRunner:
-    if device.type != "cuda":
-        raise ValueError(f"backend='cupy' needs CUDA tensors, got tensors on {device}")
-    index = torch.cuda.current_device() if device.index is None else device.index
-    if index not in _RUNNERS:
-        _RUNNERS[index] = CupyRunner(index)
-    return _RUNNERS[index]
 
 
 # CuPy launches cannot be traced: under torch.compile each call is a graph break (the
@@ -849,13 +720,13 @@ def delayed_matmul(
     weight: torch.Tensor,
     taps: torch.Tensor,
     frac: torch.Tensor,
-    num_taps: int,
+    window: int,
     t_out: int,
 ) -> torch.Tensor:
-    """``y[t] = sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])`` for the last ``t_out`` steps.
+    """The :class:`~.contract.DelayedMatmul` contract on CUDA tensors.
 
-    ``x``: ``[T_in, N, in]`` CUDA tensor (zero before its first step) -> ``[t_out, N, out]``;
-    ``taps`` int64 ``[out, in]`` in ``[0, num_taps - 2]``; same result and gradients as
+    ``x``: ``[T_in, N, in]`` (zero before its first step) -> ``[t_out, N, out]``; ``taps``
+    int64 ``[out, in]`` in ``[0, window - 2]``; same result and gradients as
     :func:`sj_spatial.backends.dense.delayed_matmul`.
     """
     if x.ndim != 3 or weight.ndim != 2 or x.shape[2] != weight.shape[1]:
@@ -867,4 +738,4 @@ def delayed_matmul(
         raise ValueError(f"t_out must be in [0, {x.shape[0]}], got {t_out}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    return DelayedMatmul.apply(x, weight, frac, taps, num_taps, t_out, _runner(x.device))
+    return DelayedMatmul.apply(x, weight, taps, frac, window, t_out, cupy_runtime.runner(x.device))

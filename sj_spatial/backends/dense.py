@@ -1,9 +1,10 @@
 """Reference backend (backend="torch", any device): a dense delay kernel and a convolution.
 
-The kernel ``K[out, in, L]`` holds each synapse's two taps, ``w (1 - f)`` at lag ``k`` and
-``w f`` at lag ``k + 1`` (``L = max_delay + 2``), so the delayed matmul is one
-``conv1d`` and autograd gives exact gradients for input, weight and fraction. Its cost
-grows with ``L``; the fast backends do the same work in two taps per synapse.
+The kernel ``K[out, in, window]`` holds each synapse's two taps, ``near = w (1 - f)`` at
+lag ``k`` and ``far = w f`` at lag ``k + 1`` (:mod:`.contract`), so the delayed matmul is
+one ``conv1d`` and autograd gives exact gradients for input, weight and fraction. Its
+cost grows with ``window = max_delay + 2``; the fast backends do the same work in two
+taps per synapse.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch.nn.functional as F
 
 
 def dense_kernel(
-    weight: torch.Tensor, taps: torch.Tensor, frac: torch.Tensor, num_taps: int
+    weight: torch.Tensor, taps: torch.Tensor, frac: torch.Tensor, window: int
 ) -> torch.Tensor:
-    """Delay kernel ``[out, in, num_taps]``: ``K[j, i, m]`` multiplies ``x[t - m, i]``."""
-    lags = torch.arange(num_taps, device=weight.device)
+    """Delay kernel ``[out, in, window]``: ``K[j, i, m]`` multiplies ``x[t - m, i]``."""
+    lags = torch.arange(window, device=weight.device)
     at_k = (lags == taps[..., None]).to(weight.dtype)
     at_k1 = (lags == taps[..., None] + 1).to(weight.dtype)
     frac = frac.to(weight.dtype)[..., None]
@@ -28,20 +29,21 @@ def delayed_matmul(
     weight: torch.Tensor,
     taps: torch.Tensor,
     frac: torch.Tensor,
-    num_taps: int,
+    window: int,
     t_out: int,
 ) -> torch.Tensor:
-    """``y[t] = sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])`` for the last ``t_out`` steps.
+    """The :class:`~.contract.DelayedMatmul` contract:
+    ``y[t] = sum_i near x[t-k, i] + far x[t-k-1, i]`` for the last ``t_out`` steps.
 
     ``x``: ``[T_in, N, in]`` (zero before its first step) -> ``[t_out, N, out]``.
     """
     t_in = x.shape[0]
-    kernel = dense_kernel(weight, taps, frac, num_taps).flip(-1)
+    kernel = dense_kernel(weight, taps, frac, window).flip(-1)
     xs = x.permute(1, 2, 0)  # [N, in, T_in]
-    # Output step t reads x[t - num_taps + 1 .. t]; the first one needed is t = t_in - t_out.
+    # Output step t reads x[t - window + 1 .. t]; the first one needed is t = t_in - t_out.
     # For t_out = 0 one step is computed and dropped, so that the empty output still
     # belongs to the graph (as nn.Linear's does on an empty input).
     extra = int(t_out == 0)
-    left = num_taps - 1 - (t_in - t_out) + extra
+    left = window - 1 - (t_in - t_out) + extra
     xs = F.pad(xs, (left, 0)) if left > 0 else xs[..., -left:]
     return F.conv1d(xs, kernel)[..., extra:].permute(2, 0, 1)
