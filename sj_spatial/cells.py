@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 
 import torch
-from spikingjelly.activation_based import base, neuron
+from spikingjelly.activation_based import base, neuron, surrogate
 from torch import nn
 
 from ._checks import STEP_MODES, check_choice, check_float
-from .backends.contract import SURROGATES, CellState, LIFCell
+from .backends.contract import CellState, LIFCell
+
+#: The surrogate functions of the fused kernel, by the names its record uses.
+_SURROGATES = {surrogate.Sigmoid: "Sigmoid", surrogate.ATan: "ATan"}
 
 
 def detach_memories(module: base.MemoryModule) -> None:
@@ -103,12 +106,8 @@ def lif_cell(cell: nn.Module) -> LIFCell | None:
     if isinstance(lif.v, torch.Tensor):
         return None
     sg = lif.surrogate_function
-    name = type(sg).__name__
-    if (
-        name not in SURROGATES
-        or not getattr(sg, "spiking", True)
-        or type(sg).__module__ != "spikingjelly.activation_based.surrogate"
-    ):
+    name = _SURROGATES.get(type(sg))
+    if name is None or not getattr(sg, "spiking", True):
         return None
     return LIFCell(
         tau=float(lif.tau),

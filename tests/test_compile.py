@@ -76,8 +76,7 @@ def test_compile_as_the_first_call_in_a_fresh_process():
     script = textwrap.dedent(
         """
         import torch
-        from sj_spatial.layers import set_cpu_kernel
-from sj_spatial.models import recurrent_shd_model
+        from sj_spatial.models import recurrent_shd_model
         model = recurrent_shd_model(in_features=12, hidden=8, classes=3, max_delay=5, dt=0.01)
         y = torch.compile(model, backend="eager", fullgraph=True)(torch.rand(9, 2, 12))
         y.sum().backward()

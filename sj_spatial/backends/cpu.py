@@ -15,7 +15,7 @@ dtype, as under autocast); when neither is float32/float64 the call falls back t
 
 Skipped work: pruned synapses (weight exactly 0), the far tap of integer delays
 (``f == 0``, the forward and input gradient) and every read of steps before the input's
-first. Zero inputs are not skipped (benchmarks/RESULTS.md, "Kernel design choices").
+first. Zero inputs are not skipped: rows are read whole, in vectorised loops.
 """
 
 from __future__ import annotations

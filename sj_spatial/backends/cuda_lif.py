@@ -170,21 +170,18 @@ def block_size(n: int) -> int:
     return 32 * math.ceil(n / 32)
 
 
-def _cell_args(cell: LIFCell, dtype: torch.dtype) -> dict:
-    """The kernels' scalar arguments for ``cell``, by the kernels' parameter names."""
+def _cell_scalars(cell: LIFCell, dtype: torch.dtype, backward: bool) -> tuple:
+    """The kernels' cell arguments in their order: ``tau, v_threshold, v_reset,
+    hard_reset, decay_input``, then (backward) ``detach_reset, surrogate, alpha``, then
+    ``syn_decay``."""
     c = partial(scalar, dtype)
     hard = cell.v_reset is not None
-    return dict(
-        tau=c(cell.tau),
-        v_threshold=c(cell.v_threshold),
-        v_reset=c(cell.v_reset if hard else 0.0),
-        hard_reset=np.int32(hard),
-        decay_input=np.int32(cell.decay_input),
-        detach_reset=np.int32(cell.detach_reset),
-        surrogate=np.int32(SURROGATES.index(cell.surrogate)),
-        alpha=c(cell.alpha),
-        syn_decay=c(cell.synapse_decay),
-    )
+    args = (c(cell.tau), c(cell.v_threshold), c(cell.v_reset if hard else 0.0))
+    args += (np.int32(hard), np.int32(cell.decay_input))
+    if backward:
+        surrogate = np.int32(SURROGATES.index(cell.surrogate))
+        args += (np.int32(cell.detach_reset), surrogate, c(cell.alpha))
+    return (*args, c(cell.synapse_decay))
 
 
 def forward_launch(
@@ -192,11 +189,9 @@ def forward_launch(
 ) -> Launch:
     """The :class:`~.cupy_runtime.Launch` of the forward time loop (tensors stay tensors)."""
     steps, N, n = x.shape
-    p = _cell_args(cell, x.dtype)
     args = (x, w_near_t, w_far_t, taps_t, bias, v0, s_hist, h_seq, v_last, c_last)
     args += (np.int32(steps), np.int32(N), np.int32(n), np.int32(window))
-    args += tuple(p[k] for k in ("tau", "v_threshold", "v_reset", "hard_reset", "decay_input"))
-    args += (p["syn_decay"],)
+    args += _cell_scalars(cell, x.dtype, backward=False)
     name = f"sjs_lif_forward_{type_tag(x.dtype)}"
     return Launch(SOURCE, name, (N, 1, 1), (block_size(n), 1, 1), 0, args)
 
@@ -207,11 +202,9 @@ def backward_launch(
 ) -> Launch:  # fmt: skip
     """The :class:`~.cupy_runtime.Launch` of the reverse time loop."""
     steps, N, n = grad_s.shape
-    p = _cell_args(cell, grad_s.dtype)
     args = (grad_s, grad_v_last, grad_c_last, w_near, w_far, taps, s_hist, h_seq, grad_in)
     args += (grad_v0, np.int32(steps), np.int32(N), np.int32(n), np.int32(window))
-    names = ("tau", "v_threshold", "v_reset", "hard_reset", "decay_input", "detach_reset")
-    args += tuple(p[k] for k in (*names, "surrogate", "alpha", "syn_decay"))
+    args += _cell_scalars(cell, grad_s.dtype, backward=True)
     name = f"sjs_lif_backward_{type_tag(grad_s.dtype)}"
     return Launch(SOURCE, name, (N, 1, 1), (block_size(n), 1, 1), 0, args)
 

@@ -1,0 +1,115 @@
+"""Two design choices of the numba CPU kernel (sj_spatial/backends/cpu.py), measured.
+
+- ``transpose``: the kernel lays its inputs and outputs out as one row per neuron, a 2-D
+  transpose per call. ``cpu._transpose`` (32 x 32 tiles, numba) against torch's
+  ``a.t().contiguous()``, on the shapes a 700 -> 256 layer (T = 100, batch 16) and the
+  recurrent layer of the paper's model (128 neurons, 27-step window, batch 32) meet.
+- ``custom-op``: eager calls go through an ``autograd.Function``, compiled graphs through
+  ``torch.library`` custom ops. One forward + backward of the recurrent layer's per-step
+  delayed matmul (the recurrent container calls it once per time step) through each.
+
+Timings are interleaved (one call of each variant per round) and the minimum and median
+over rounds are reported, so that the ratio comes from one run under the same load.
+
+    python benchmarks/kernel_choices.py [--rounds 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from bench_layers import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from sj_spatial.backends import cpu  # noqa: E402
+
+TRANSPOSE_SHAPES = {
+    "layer input rows (1600 x 700)": (1600, 700),
+    "layer output rows (256 x 1600)": (256, 1600),
+    "recurrent rows (864 x 128)": (27 * 32, 128),
+}
+
+
+def interleaved(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of every variant, one call of each per round after a warm-up."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], base: str) -> list[str]:
+    lines = [f"### {title}", "", "| variant | min (us) | median (us) | median / " + base + " |"]
+    lines.append("|---|---|---|---|")
+    base_median = statistics.median(times[base])
+    for name, t in times.items():
+        median = statistics.median(t)
+        ratio = median / base_median
+        lines.append(f"| {name} | {min(t) * 1e6:.1f} | {median * 1e6:.1f} | {ratio:.2f} |")
+    return [*lines, ""]
+
+
+def transpose_rows(rounds: int) -> list[str]:
+    lines = []
+    for title, shape in TRANSPOSE_SHAPES.items():
+        a = torch.rand(shape)
+        times = interleaved(
+            {
+                "torch a.t().contiguous()": lambda a=a: a.t().contiguous(),
+                "cpu._transpose": lambda a=a: cpu._transpose(a),
+            },
+            rounds,
+        )
+        lines += report(f"transpose, {title}", times, "torch a.t().contiguous()")
+    return lines
+
+
+def custom_op(rounds: int) -> list[str]:
+    gen = torch.Generator().manual_seed(0)
+    n, batch, window = 128, 32, 27
+    x = (torch.rand(window, batch, n, generator=gen) < 0.05).float()
+    weight = torch.randn(n, n, generator=gen).requires_grad_()
+    frac = torch.rand(n, n, generator=gen).requires_grad_()
+    taps = torch.randint(0, window - 1, (n, n), generator=gen)
+
+    def function() -> None:
+        y = cpu._DelayedMatmul.apply(x, weight, taps, frac, window, 1)
+        y.sum().backward()
+
+    def op() -> None:
+        y = cpu._forward_op(x, weight, taps, frac, window, 1)[0]
+        y.sum().backward()
+
+    times = interleaved({"autograd.Function": function, "custom op": op}, rounds)
+    return report("per-step delayed matmul, forward + backward", times, "autograd.Function")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    if not cpu.available():
+        sys.exit("kernel_choices.py: numba is not installed")
+    torch.set_num_threads(args.threads)
+    print(
+        f"CPU: {cpu_model()}, torch {torch.__version__}, "
+        f"{args.threads} threads, {args.rounds} rounds\n"
+    )
+    print("\n".join(transpose_rows(args.rounds) + custom_op(args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
