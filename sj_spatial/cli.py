@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import __version__, topology
+from ._rng import rng_state, set_rng_state
 from .backends import cupy_missing
 from .callbacks import TopologyLogger, position_figure
 from .cost import WiringCost
@@ -510,31 +510,6 @@ def _save_atomic(obj, path: Path) -> None:
         raise
 
 
-def _rng_state(device: torch.device) -> dict:
-    """The random states a resumed run restores (numpy's as tensors, for weights_only)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": random.getstate(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state, device: torch.device) -> None:
-    if isinstance(state, torch.Tensor):  # checkpoints of sj-spatial 0.1 hold torch's only
-        torch.set_rng_state(state)
-        return
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 #: What a checkpoint of ``sj-spatial train`` holds.
 CHECKPOINT_KEYS = ("model", "optimizers", "epoch", "history", "rng", "args")
 #: Options that define the model; a resumed run must use the checkpoint's values.
@@ -605,7 +580,7 @@ def _resume(state: dict, path: Path, model, optimizers, device) -> tuple[dict, i
     except (RuntimeError, ValueError, KeyError) as exc:
         details = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ValueError(f"checkpoint {path} does not fit this model: {details}") from exc
-    _set_rng_state(state["rng"], device)
+    set_rng_state(state["rng"], device)
     return state["history"], state["epoch"] + 1
 
 
@@ -615,7 +590,7 @@ def _checkpoint(model, optimizers, epoch: int, history: dict, args, device) -> d
         "optimizers": [o.state_dict() for o in optimizers],
         "epoch": epoch,
         "history": history,
-        "rng": _rng_state(device),
+        "rng": rng_state(device),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
 

@@ -13,6 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sj_spatial import cli
+from sj_spatial._rng import rng_state, set_rng_state
 from sj_spatial.data import make_synthetic_shd
 
 
@@ -196,9 +197,9 @@ def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
     import numpy as np
 
     path = tmp_path / "rng.pt"
-    cli._save_atomic({"rng": cli._rng_state(torch.device("cpu"))}, path)
+    cli._save_atomic({"rng": rng_state(torch.device("cpu"))}, path)
     draws = torch.rand(3), np.random.rand(3), random.random()
-    cli._set_rng_state(torch.load(path, weights_only=True)["rng"], torch.device("cpu"))
+    set_rng_state(torch.load(path, weights_only=True)["rng"], torch.device("cpu"))
     again = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all()
     assert draws[2] == again[2]
