@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._rng import rng_state, set_rng_state
+from ..data._files import atomic_path
 from .config import TrainConfig
 
 #: The checkpoint's file name in the logdir.
@@ -42,14 +43,12 @@ def checkpoint(
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """``torch.save`` to ``path.tmp``, then rename: readers see the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    """``torch.save`` ``state`` to ``path`` atomically: through a temporary file next to it,
+    flushed to disk and renamed, so readers see the old or the new file, never a part."""
+    # Earlier versions wrote through PATH.tmp, which a killed save left behind.
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
