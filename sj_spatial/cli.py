@@ -10,6 +10,9 @@ curves).
 Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel:
 ``--batch-size`` is the global batch, split over the N ranks, and rank 0 prints and
 writes the files (``docs/distributed.md``).
+
+This module is the command line: the options, :func:`main` and its one-line errors. The
+job itself is in ``sj_spatial/train_job/`` (recipe, checkpoints, report).
 """
 
 from __future__ import annotations

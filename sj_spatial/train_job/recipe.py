@@ -100,12 +100,12 @@ def build_model(config: TrainConfig) -> nn.Module:
     )
 
 
-def optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """Adam over the weights (``config.lr``) and the positions (``config.position_lr``)."""
     return [torch.optim.Adam(param_groups(model, config.lr, config.position_lr))]
 
 
-def wiring_cost(model: nn.Module, config: TrainConfig) -> WiringCost | None:
+def build_wiring_cost(model: nn.Module, config: TrainConfig) -> WiringCost | None:
     """The L1 wiring cost of strength ``config.wiring_cost``, or None when it is 0."""
     # It reads the parameters of the bare model; under DDP its gradients join the model's
     # in the same backward pass.

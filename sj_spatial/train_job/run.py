@@ -32,13 +32,13 @@ from .config import TrainConfig
 from .recipe import (
     anneal,
     build_model,
+    build_optimizers,
+    build_wiring_cost,
     datasets,
     evaluation_loader,
     global_means,
-    optimizers,
     run_epoch,
     train_batches,
-    wiring_cost,
 )
 from .report import write_report
 
@@ -96,14 +96,14 @@ def _train(
     torch.manual_seed(config.seed)
     (train_set, test_set), source = datasets(config, world)
     model = build_model(config).to(device)
-    opts = optimizers(model, config)
-    cost = wiring_cost(model, config)
+    optimizers = build_optimizers(model, config)
+    cost = build_wiring_cost(model, config)
     history = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
     start_epoch = 0
     checkpoint_path = config.logdir / CHECKPOINT
     if saved is not None:
         try:
-            history, start_epoch = resume(saved, checkpoint_path, model, opts, device)
+            history, start_epoch = resume(saved, checkpoint_path, model, optimizers, device)
         except ValueError as exc:
             raise SystemExit(f"--resume: {exc}") from None
         say(f"resuming from {checkpoint_path} after epoch {start_epoch}")
@@ -120,7 +120,7 @@ def _train(
     topo = TopologyLogger(writer, model, nulls=5, seed=config.seed) if main else None
     test_loader = evaluation_loader(test_set, config, world)
     for epoch in range(start_epoch, config.epochs):
-        anneal(opts, config, epoch)
+        anneal(optimizers, config, epoch)
         if config.augment:
             train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
         batches, steps = train_batches(train_set, config, world, epoch)
@@ -132,7 +132,7 @@ def _train(
             leave=False,
         ) as bar:
             sums = run_epoch(
-                trained, batches, device, opts, cost, bar, config.clip or None, config.chunks
+                trained, batches, device, optimizers, cost, bar, config.clip or None, config.chunks
             )
         train_loss, train_acc = global_means(sums, device)
         tests = ((x, y, 1.0) for x, y in test_loader)
@@ -149,7 +149,7 @@ def _train(
             f"epoch {epoch + 1}: train loss {train_loss:.3f} acc {train_acc:.3f} | "
             f"test loss {test_loss:.3f} acc {test_acc:.3f} ({time.perf_counter() - t0:.0f} s)"
         )
-        state = checkpoint(model, opts, epoch, history, config, device)
+        state = checkpoint(model, optimizers, epoch, history, config, device)
         save_checkpoint(state, checkpoint_path)
     summary = None
     if main:
