@@ -18,6 +18,7 @@ from spikingjelly.activation_based import base, functional
 from torch import nn
 
 from ._checks import STEP_MODES, check_choice, check_int
+from ._rng import rng_state, set_rng_state
 
 
 def _check_sequence(x_seq) -> None:
@@ -160,17 +161,6 @@ def _restore(modules, snapshot, leaves: bool) -> dict[tuple[int, str], torch.Ten
     return made
 
 
-def _rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def checkpointed_bptt(
     model: nn.Module,
     x_seq: torch.Tensor,
@@ -200,9 +190,9 @@ def checkpointed_bptt(
     with torch.no_grad():
         for start, stop in bounds:
             starts.append(_snapshot(modules))
-            rng.append(_rng_state(device))
+            rng.append(rng_state(device))
             outputs.append(_run(model, x_seq[start:stop], step_mode))
-    end, end_rng = _snapshot(modules), _rng_state(device)
+    end, end_rng = _snapshot(modules), rng_state(device)
     with torch.enable_grad():
         outputs = torch.cat(outputs).requires_grad_(True)
         loss = _scalar_loss(loss_fn, outputs)
@@ -211,7 +201,7 @@ def checkpointed_bptt(
         for k in reversed(range(len(bounds))):
             start, stop = bounds[k]
             leaves = _restore(modules, starts[k], leaves=k > 0)
-            _set_rng_state(rng[k], device)
+            set_rng_state(rng[k], device)
             tensors = [_run(model, x_seq[start:stop], step_mode)]
             grads = [grad_outputs[start:stop]]
             for (i, key), grad in carried.items():
@@ -222,5 +212,5 @@ def checkpointed_bptt(
             torch.autograd.backward(tensors, grads)
             carried = {key: leaf.grad for key, leaf in leaves.items() if leaf.grad is not None}
     _restore(modules, end, leaves=False)
-    _set_rng_state(end_rng, device)
+    set_rng_state(end_rng, device)
     return loss.detach(), outputs.detach()

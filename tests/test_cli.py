@@ -13,7 +13,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sj_spatial import cli
+from sj_spatial._rng import rng_state, set_rng_state
+from sj_spatial.backends import cupy_missing
 from sj_spatial.data import make_synthetic_shd
+from sj_spatial.train_job import run as job
+from sj_spatial.train_job.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +162,7 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_p
 
     # Interrupt the same run while it trains epoch 2 (the third pass: train, test, train).
     calls = []
-    run_epoch = cli._run_epoch
+    run_epoch = job.run_epoch
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -167,10 +171,10 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_p
         return run_epoch(*args, **kwargs)
 
     logdir = tmp_path / "resumed"
-    monkeypatch.setattr(cli, "_run_epoch", interrupted)
+    monkeypatch.setattr(job, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run([*options, "--logdir", str(logdir)], monkeypatch, tmp_path)
-    monkeypatch.setattr(cli, "_run_epoch", run_epoch)
+    monkeypatch.setattr(job, "run_epoch", run_epoch)
     assert torch.load(logdir / "checkpoint.pt", weights_only=True)["epoch"] == 0
     torch.manual_seed(123)  # the resumed run restores the random state it saved
     run([*options, "--logdir", str(logdir), "--resume"], monkeypatch, tmp_path)
@@ -196,9 +200,9 @@ def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
     import numpy as np
 
     path = tmp_path / "rng.pt"
-    cli._save_atomic({"rng": cli._rng_state(torch.device("cpu"))}, path)
+    save_checkpoint({"rng": rng_state(torch.device("cpu"))}, path)
     draws = torch.rand(3), np.random.rand(3), random.random()
-    cli._set_rng_state(torch.load(path, weights_only=True)["rng"], torch.device("cpu"))
+    set_rng_state(torch.load(path, weights_only=True)["rng"], torch.device("cpu"))
     again = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all()
     assert draws[2] == again[2]
@@ -265,7 +269,7 @@ def test_failed_or_interrupted_saves_leave_the_last_checkpoint(
 
     monkeypatch.setattr(cli.torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        cli._save_atomic({"epoch": 5}, path)
+        save_checkpoint({"epoch": 5}, path)
     monkeypatch.undo()
     assert path.read_bytes() == before and not (checkpoint_dir / "checkpoint.pt.tmp").exists()
 
@@ -407,7 +411,7 @@ def test_unavailable_devices_and_backends_fail_in_one_line(tmp_path, monkeypatch
         tmp_path,
         capsys,
     )
-    reason = cli.cupy_missing()
+    reason = cupy_missing()
     expected = "runs on CUDA GPUs" if reason is None else f"is unavailable: {reason}"
     assert f"error: --backend cupy {expected}" in err
     assert not logdir.exists()
@@ -423,7 +427,7 @@ def test_unusable_logdirs_fail_in_one_line(tmp_path, monkeypatch, capsys):
     assert file.read_text() == "not a folder"
     readonly = tmp_path / "readonly"
     readonly.mkdir()
-    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != readonly)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != readonly)
     err = fails(["--logdir", str(readonly / "run")], monkeypatch, tmp_path, capsys)
     assert err.endswith(f"no permission to write in {readonly}\n")
     assert not (readonly / "run").exists()

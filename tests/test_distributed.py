@@ -34,6 +34,8 @@ from sj_spatial.distributed import (
     world_from_env,
     wrap,
 )
+from sj_spatial.train_job import recipe
+from sj_spatial.train_job.config import TrainConfig
 
 IN, HIDDEN, CLASSES, T = 10, 8, 3, 8
 GLOBAL_BATCHES = (4, 4, 3)  # the last one splits unevenly over 2 ranks
@@ -128,7 +130,7 @@ def _train(model, optimizer, cost, rank: int = 0, size: int = 1) -> None:
         part = shard_range(len(y), rank, size)
         share = len(part) * size / len(y)
         x, y = x[:, part.start : part.stop], y[part.start : part.stop]
-        cli._train_step(model, x, y, [optimizer], cost, clip=1.0, share=share)
+        recipe.train_step(model, x, y, [optimizer], cost, clip=1.0, share=share)
         functional.reset_net(model)
 
 
@@ -219,11 +221,11 @@ def _torchrun(args: list[str], env: dict) -> str:
 def _evaluate(checkpoint: Path, data_root: Path) -> tuple[float, float]:
     """(loss, accuracy) of a checkpoint on the whole test set, in one process."""
     args = cli.make_parser().parse_args(["train", *OPTIONS])
-    model = cli._model(args)
+    model = recipe.build_model(TrainConfig.from_options(args))
     model.load_state_dict(cli.load_checkpoint(checkpoint)["model"])
     _, test_set = shd_splits(data_root, args.dt, args.duration)
     batches = ((x, y, 1.0) for x, y in DataLoader(test_set, 7, collate_fn=collate))
-    loss, correct, count = cli._run_epoch(model, batches, torch.device("cpu"))
+    loss, correct, count = recipe.run_epoch(model, batches, torch.device("cpu"))
     return loss / count, correct / count
 
 

@@ -1,0 +1,115 @@
+"""``checkpoint.pt``, written by ``sj-spatial train`` after every epoch: what it holds,
+how it is written, read, checked against a run, and resumed from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._rng import rng_state, set_rng_state
+from ..data._files import atomic_path
+from .config import TrainConfig
+
+#: The checkpoint's file name in the logdir.
+CHECKPOINT = "checkpoint.pt"
+#: What a checkpoint of ``sj-spatial train`` holds.
+CHECKPOINT_KEYS = ("model", "optimizers", "epoch", "history", "rng", "args")
+#: Options that define the model; a resumed run must use the checkpoint's values.
+MODEL_OPTIONS = ("hidden", "dim", "max_delay", "delay_scale", "dt")
+
+
+def checkpoint(
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    epoch: int,
+    history: dict,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict:
+    """The checkpoint after ``epoch`` (counted from 0), with the random states of this
+    process and the options as strings under ``"args"`` (``"command"``: ``"train"``)."""
+    return {
+        "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers],
+        "epoch": epoch,
+        "history": history,
+        "rng": rng_state(device),
+        "args": {"command": "train", **{k: str(v) for k, v in asdict(config).items()}},
+    }
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically: through a temporary file next to it,
+    flushed to disk and renamed, so readers see the old or the new file, never a part."""
+    # Earlier versions wrote through PATH.tmp, which a killed save left behind.
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint written by ``sj-spatial train`` (tensors and plain data only).
+
+    Raises FileNotFoundError when ``path`` does not exist and ValueError, naming the
+    file, when it is truncated, not a torch file, or not a checkpoint of this job.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot read checkpoint {path}: truncated, or not a file that torch.save wrote "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"cannot read checkpoint {path}: expected a dict with keys "
+            f"{', '.join(CHECKPOINT_KEYS)}, got a {type(state).__name__}"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"cannot read checkpoint {path}: not a checkpoint of sj-spatial train, it lacks "
+            f"{', '.join(missing)} (a bare state_dict?)"
+        )
+    return state
+
+
+def check_compatible(state: dict, path: Path, config: TrainConfig) -> None:
+    """Raise ValueError naming the file and the option when checkpoint ``state`` (read
+    from ``path``) was written with other :data:`MODEL_OPTIONS` than ``config``'s."""
+    saved = state["args"]
+    for name in MODEL_OPTIONS:
+        if name in saved and saved[name] != str(getattr(config, name)):
+            option = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"checkpoint {path} is of another model: it was written with {option} "
+                f"{saved[name]}, this run has {option} {getattr(config, name)}"
+            )
+
+
+def resume(
+    state: dict,
+    path: Path,
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    device: torch.device,
+) -> tuple[dict, int]:
+    """Restore model, optimisers and random states from checkpoint ``state`` (read from
+    ``path``); returns (history, first epoch to run). Raises ValueError naming the file
+    when it does not fit."""
+    try:
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        details = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ValueError(f"checkpoint {path} does not fit this model: {details}") from exc
+    set_rng_state(state["rng"], device)
+    return state["history"], state["epoch"] + 1

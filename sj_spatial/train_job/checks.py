@@ -1,0 +1,123 @@
+"""What ``sj-spatial train`` checks before it writes any file: the options against the
+world of ranks, the device, the backend, the logdir and the data folder.
+
+Each check raises SystemExit with a one-line message that names the option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..backends import cupy_missing
+from ..data import find_shd_file
+from ..data.shd import SEARCH_DIRS
+from ..distributed import World
+
+
+def check_batch_split(batch_size: int, world: World) -> None:
+    """Raise SystemExit unless the global ``batch_size`` splits evenly over the ranks."""
+    if batch_size % world.size:
+        raise SystemExit(
+            f"--batch-size is the global batch, split evenly over the world size "
+            f"{world.size} (WORLD_SIZE, torchrun --nproc_per_node); it must be divisible by "
+            f"{world.size}, got {batch_size}"
+        )
+
+
+def resolve_device(name: str, world: World | None) -> torch.device:
+    """The device of this process for ``--device name``: under torchrun, CUDA means
+    ``cuda:LOCAL_RANK``. Raises SystemExit when the device is not on this machine."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    _check_available(device, name)
+    if world is None or device.type != "cuda":
+        return device
+    if device.index is not None and device.index != world.local_rank:
+        raise SystemExit(
+            f"--device: under torchrun rank {world.rank} uses cuda:{world.local_rank} "
+            f"(LOCAL_RANK); pass --device cuda or auto, got {name}"
+        )
+    return torch.device("cuda", world.local_rank)
+
+
+def _check_available(device: torch.device, name: str) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SystemExit(
+                f"--device {name}: no CUDA GPU is visible to torch (torch.cuda.is_available() "
+                "is False); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= count:
+            raise SystemExit(
+                f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"--device {name}: no MPS device (Apple GPU) is available")
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """Raise SystemExit when ``--backend`` cannot run on ``device`` here."""
+    if backend != "cupy":
+        return
+    reason = cupy_missing()
+    if reason is not None:
+        raise SystemExit(f"--backend cupy is unavailable: {reason}")
+    if device.type != "cuda":
+        raise SystemExit(f"--backend cupy runs on CUDA GPUs; use --device cuda, got {device}")
+
+
+def check_logdir(logdir: Path) -> None:
+    """Raise SystemExit unless ``logdir`` is, or can be made, a folder this user may write
+    in (nothing is created here)."""
+    # os.path.exists, unlike Path.exists, says False for a path it may not look at.
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise SystemExit(f"--logdir {logdir} is a file, not a folder")
+    existing = next(p for p in (logdir, *logdir.absolute().parents) if os.path.exists(p))
+    if not os.path.isdir(existing):
+        raise SystemExit(f"--logdir {logdir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SystemExit(f"--logdir {logdir}: no permission to write in {existing}")
+
+
+def make_logdir(logdir: Path) -> None:
+    """Create ``logdir`` and its parents; raises SystemExit when that fails."""
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"--logdir {logdir}: cannot create it ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def check_data_root(root: Path | None) -> None:
+    """Raise SystemExit unless ``root`` (None: the built-in data) is a folder where both
+    SHD files are found (their contents are checked when they are read)."""
+    if root is None:
+        return
+    folder = root.expanduser()
+    if not os.path.exists(folder):
+        raise SystemExit(f"--data-root {root}: no such folder")
+    if not os.path.isdir(folder):
+        raise SystemExit(
+            f"--data-root {root} is a file, not a folder; give the folder that holds "
+            "shd_train.h5 and shd_test.h5"
+        )
+    missing = []
+    for train, stem in ((True, "shd_train"), (False, "shd_test")):
+        try:
+            find_shd_file(folder, train)
+        except FileNotFoundError:
+            missing.append(f"{stem}.h5")
+        except PermissionError as exc:
+            raise SystemExit(f"--data-root {root}: no permission to read {exc.filename}") from None
+    if missing:
+        subs = ", ".join(f"{sub}/" for sub in SEARCH_DIRS if sub)
+        raise SystemExit(
+            f"--data-root {root} holds no {' and no '.join(missing)} (nor .h5.gz / .h5.zip), "
+            f"directly or in {subs}"
+        )

@@ -1,0 +1,58 @@
+"""The settings of one run of ``sj-spatial train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The options of ``sj-spatial train``, one field per option (``--max-delay`` is
+    ``max_delay``) with the same default; ranges are checked by the parser.
+
+    Times: ``dt`` and ``duration`` in seconds; ``max_delay`` in time steps;
+    ``delay_scale`` in time steps per unit of distance; ``tbptt`` and ``recompute`` in
+    time steps (None: whole sequences); ``limit`` in samples per split (None: all);
+    ``data_root`` None: the built-in SHD-format data.
+    """
+
+    data_root: Path | None = None
+    epochs: int = 10
+    dt: float = 10e-3
+    duration: float = 1.0
+    dim: int = 2
+    max_delay: int = 25
+    delay_scale: float = 3.0
+    hidden: int = 128
+    batch_size: int = 64
+    lr: float = 1e-3
+    position_lr: float = 0.05
+    clip: float = 1.0
+    wiring_cost: float = 0.0
+    device: str = "auto"
+    backend: str = "torch"
+    logdir: Path = Path("runs/train")
+    resume: bool = False
+    seed: int = 0
+    limit: int | None = None
+    tbptt: int | None = None
+    recompute: int | None = None
+    augment: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_options(cls, options: object) -> TrainConfig:
+        """The config of parsed options: any object with an attribute per field (an
+        ``argparse.Namespace``); other attributes are ignored."""
+        return cls(**{field.name: getattr(options, field.name) for field in fields(cls)})
+
+    @property
+    def chunks(self) -> tuple[int, bool] | None:
+        """``(steps, exact)`` of backpropagation in time chunks (exact: ``--recompute``,
+        else ``--tbptt``), or None for whole sequences."""
+        if self.recompute:
+            return self.recompute, True
+        if self.tbptt:
+            return self.tbptt, False
+        return None
