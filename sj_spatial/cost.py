@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ._checks import check_float
+from ._checks import check_bool, check_choice, check_float, check_fraction
 from .delays import distances
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
 
@@ -140,11 +140,9 @@ class WiringCost:
             )
         self.strength = check_float("strength", strength)
         self.power = check_float("power", power)
-        if normalize not in NORMALIZE:
-            raise ValueError(f"normalize must be one of {list(NORMALIZE)}, got {normalize!r}")
-        self.normalize = normalize
-        self.communicability = _check_bool("communicability", communicability)
-        self.position_grad = _check_bool("position_grad", position_grad)
+        self.normalize = check_choice("normalize", normalize, NORMALIZE)
+        self.communicability = check_bool("communicability", communicability)
+        self.position_grad = check_bool("position_grad", position_grad)
 
     def layer_cost(self, layer: nn.Module) -> torch.Tensor:
         """Unscaled cost of one layer (without ``strength``)."""
@@ -170,25 +168,9 @@ class WiringCost:
         )
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_fraction(fraction) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(
-            f"fraction must be a float in [0, 1], got {type(fraction).__name__} {fraction!r}"
-        )
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be a float in [0, 1], got {fraction!r}")
-    return float(fraction)
-
-
 def _prune(layer: nn.Module, fraction, score: torch.Tensor, largest: bool) -> nn.Module:
     """Mask ``fraction * alive`` (rounded half up) alive synapses of largest / smallest score."""
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction("fraction", fraction)
     weight = layer.weight
     mask = layer.weight_mask
     if mask is None:

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse import csgraph
 
+from ._checks import check_count, check_positive
 from .delays import EPS
 
 #: Metrics that need a square (recurrent) matrix: its neurons are the graph's nodes.
@@ -301,8 +302,7 @@ def graph_metrics(weight, seed: int = 0, nulls: int = 10, labels=None) -> dict[s
 
     ``labels``: communities already found by :func:`communities` (found here when None).
     """
-    if isinstance(nulls, bool) or not isinstance(nulls, int) or nulls < 1:
-        raise ValueError(f"nulls must be an int >= 1, got {nulls!r}")
+    check_count("nulls", nulls, 1)
     a = _graph(weight)
     labels = communities(weight, seed=seed) if labels is None else np.asarray(labels)
     c, e = _clustering(a), _efficiency(a)
@@ -412,8 +412,7 @@ def specialization_r2(input_weight, positions, alpha: float = 1.0) -> float:
             f"positions must have one row per row of input_weight ({x.shape[0]}), "
             f"got shape {y.shape}"
         )
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+    alpha = check_positive("alpha", alpha)
     x = x - x.mean(0)
     y = y - y.mean(0)
     gram = x @ x.T  # dual form: cost N^3, whatever the number of inputs
