@@ -13,10 +13,11 @@ import math
 import networkx as nx
 import numpy as np
 import scipy.linalg
+import torch
 from scipy.sparse import csgraph
 
+from . import delays
 from ._checks import check_count, check_positive
-from .delays import EPS
 
 #: Metrics that need a square (recurrent) matrix: its neurons are the graph's nodes.
 GRAPH_METRICS = (
@@ -57,15 +58,15 @@ def _matrix(x, name: str, square: bool = False) -> np.ndarray:
 def distances(post, pre) -> np.ndarray:
     """Distances ``[out, in]`` between ``post`` ``[out, D]`` and ``pre`` ``[in, D]``.
 
-    ``sqrt(||post_j - pre_i||^2 + EPS^2)``, the same smoothed distance as the layers use.
+    The layers' smoothed distance :func:`sj_spatial.delays.distances`
+    (``sqrt(||post_j - pre_i||^2 + EPS^2)``), computed in float64.
     """
     post, pre = _matrix(post, "post"), _matrix(pre, "pre")
     if post.shape[1] != pre.shape[1]:
         raise ValueError(
             f"pre must have the dimension D={post.shape[1]} of post, got shape {pre.shape}"
         )
-    diff = post[:, None, :] - pre[None, :, :]
-    return np.sqrt(np.square(diff).sum(-1) + EPS**2)
+    return delays.distances(torch.tensor(post), torch.tensor(pre)).numpy()
 
 
 def _graph(weight) -> np.ndarray:
