@@ -17,6 +17,8 @@ from torch import nn
 from ._checks import check_bool, check_choice, check_float, check_fraction
 from .delays import distances
 from .layers import SpatialDelayLinear, SpatialRecurrentContainer
+from .wiring import communicability as communicability
+from .wiring import wiring_cost
 
 SPATIAL_LAYERS = (SpatialDelayLinear, SpatialRecurrentContainer)
 NORMALIZE = (None, "mean")
@@ -67,47 +69,6 @@ def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 def layer_distances(layer: nn.Module) -> torch.Tensor:
     """Distances ``[out, in]`` (distance units, not clamped, not scaled) of a spatial layer."""
     return distances(*layer_positions(layer))
-
-
-def communicability(weight: torch.Tensor) -> torch.Tensor:
-    """Weighted communicability ``expm(S^-1/2 |W| S^-1/2)`` of a square ``[n, n]`` matrix.
-
-    ``S`` is the diagonal of node strengths; with ``W[post, pre]`` the strength of node i
-    is its summed outgoing ``|w|`` (column sum), as in Crofts & Higham (2009) and
-    Achterberg et al. (2023). Nodes of strength 0 get a 0 row and column in the exponent.
-    Differentiable with respect to ``weight``.
-    """
-    if weight.ndim != 2 or weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"weight must be a square [n, n] matrix, got shape {tuple(weight.shape)}")
-    a = weight.abs()
-    strength = a.sum(0)
-    alive = strength > 0
-    inv_sqrt = torch.where(alive, strength.clamp_min(torch.finfo(a.dtype).tiny).rsqrt(), 0.0)
-    return torch.linalg.matrix_exp(inv_sqrt[:, None] * a * inv_sqrt[None, :])
-
-
-def wiring_cost(
-    weight: torch.Tensor,
-    distance: torch.Tensor,
-    power: float = 1.0,
-    communicability_weighted: bool = False,
-) -> torch.Tensor:
-    """``sum_ji |w_ji| * distance_ji ** power`` for ``weight`` and ``distance`` ``[out, in]``.
-
-    With ``communicability_weighted`` (square matrices only) each term is also multiplied
-    by the weighted communicability of ``|W|`` (its diagonal set to 0, as in seRNNs).
-    """
-    if weight.shape != distance.shape:
-        raise ValueError(
-            f"distance must have the shape of weight {tuple(weight.shape)}, "
-            f"got {tuple(distance.shape)}"
-        )
-    terms = weight.abs() * distance**power
-    if communicability_weighted:
-        comm = communicability(weight)
-        eye = torch.eye(comm.shape[0], dtype=torch.bool, device=comm.device)
-        terms = terms * comm.masked_fill(eye, 0.0)
-    return terms.sum()
 
 
 class WiringCost:

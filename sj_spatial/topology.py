@@ -2,8 +2,10 @@
 
 Weights follow the layers' layout ``W[post, pre]`` (synapse j <- i is ``W[j, i]``);
 positions are ``[N, D]`` in distance units. Every function takes numpy arrays or torch
-tensors (detached and copied to float64 numpy) and none depends on training code. The
-formulas and references are in ``docs/topology.md``.
+tensors (detached and copied to float64 numpy) and none depends on training code; the
+distances, wiring cost and communicability are the layers' own (:mod:`sj_spatial.delays`,
+:mod:`sj_spatial.wiring`), evaluated in float64. The formulas and references are in
+``docs/topology.md``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import math
 
 import networkx as nx
 import numpy as np
-import scipy.linalg
 import torch
 from scipy.sparse import csgraph
 
-from . import delays
+from . import delays, wiring
 from ._checks import check_count, check_positive
 
 #: Metrics that need a square (recurrent) matrix: its neurons are the graph's nodes.
@@ -202,25 +203,22 @@ def communicability_entropy(weight) -> float:
     ``G = expm(S^-1/2 A S^-1/2)``, ``A[i, j] = |w_ji|``, ``S`` the diagonal of outgoing
     strengths (Crofts & Higham 2009); each row of ``G`` is normalised to sum 1.
     """
-    a = np.abs(_matrix(weight, "weight", square=True)).T
-    strength = a.sum(1)
-    inv_sqrt = np.zeros_like(strength)
-    np.divide(1.0, np.sqrt(strength), out=inv_sqrt, where=strength > 0)
-    return _row_entropy(scipy.linalg.expm(inv_sqrt[:, None] * a * inv_sqrt[None, :]))
+    w = _matrix(weight, "weight", square=True)
+    # wiring.communicability is in the layout W[post, pre]: its columns are the neurons.
+    return _row_entropy(wiring.communicability(torch.tensor(w)).numpy().T)
 
 
 # -------------------------------------------------------------------- wiring
 def wiring_cost(weight, dist) -> float:
-    """``sum_ji |w_ji| d_ji`` (weight times distance units)."""
-    w, d = _pair(weight, dist)
-    return float((np.abs(w) * d).sum())
+    """``sum_ji |w_ji| d_ji`` (weight times distance units; :mod:`sj_spatial.wiring`)."""
+    return _wiring_cost(*_pair(weight, dist))
 
 
 def mean_length(weight, dist) -> float:
     """``|w|``-weighted mean synapse length ``sum |w| d / sum |w|`` (distance units)."""
     w, d = _pair(weight, dist)
     total = np.abs(w).sum()
-    return float((np.abs(w) * d).sum() / total) if total > 0 else math.nan
+    return _wiring_cost(w, d) / total if total > 0 else math.nan
 
 
 def wiring_efficiency(weight, dist) -> float:
@@ -237,7 +235,7 @@ def wiring_efficiency(weight, dist) -> float:
     c_max = float(w_sorted @ d_sorted)
     if c_max == c_min:
         return math.nan
-    return 1.0 - (wiring_cost(w, d) - c_min) / (c_max - c_min)
+    return 1.0 - (_wiring_cost(w, d) - c_min) / (c_max - c_min)
 
 
 def clamped_fraction(weight, dist, max_delay: float, delay_scale: float = 1.0) -> float:
@@ -247,6 +245,10 @@ def clamped_fraction(weight, dist, max_delay: float, delay_scale: float = 1.0) -
     if not alive.any():
         return math.nan
     return float((delay_scale * d[alive] >= max_delay).mean())
+
+
+def _wiring_cost(w: np.ndarray, d: np.ndarray) -> float:
+    return float(wiring.wiring_cost(torch.tensor(w), torch.tensor(d)))
 
 
 def _pair(weight, dist) -> tuple[np.ndarray, np.ndarray]:
