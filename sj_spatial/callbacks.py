@@ -15,8 +15,7 @@ from torch import nn
 
 from . import topology
 from ._checks import check_count
-from .cost import layer_positions, named_spatial_layers
-from .layers import SpatialRecurrentContainer
+from ._introspect import is_recurrent, layer_positions, named_spatial_layers
 
 #: Bins of the delay, distance and weight histograms.
 BINS = 30
@@ -112,7 +111,7 @@ class TopologyLogger:
         dist = topology.distances(post, pre)
         delays = layer.delays().detach().cpu().double().numpy()
         labels, metrics = None, {}
-        if isinstance(layer, SpatialRecurrentContainer):
+        if is_recurrent(layer):
             labels = topology.communities(w, seed=self.seed)
             metrics = topology.graph_metrics(w, self.seed, self.nulls, labels=labels)
         metrics.update(topology.spatial_metrics(w, dist, layer.max_delay, layer.delay_scale))

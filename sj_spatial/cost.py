@@ -15,55 +15,12 @@ import torch
 from torch import nn
 
 from ._checks import check_bool, check_choice, check_float, check_fraction
+from ._introspect import is_recurrent, layer_positions, named_spatial_layers
 from .delays import distances
-from .layers import SpatialDelayLinear, SpatialRecurrentContainer
 from .wiring import communicability as communicability
 from .wiring import wiring_cost
 
-SPATIAL_LAYERS = (SpatialDelayLinear, SpatialRecurrentContainer)
 NORMALIZE = (None, "mean")
-
-
-def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` of every spatial layer in a model (by module path) or in a list.
-
-    A model is searched with ``named_modules()`` (the model itself counts when it is a
-    spatial layer); a list must hold spatial layers only, named by their index.
-    """
-    if isinstance(modules, nn.Module):
-        return [(name, m) for name, m in modules.named_modules() if isinstance(m, SPATIAL_LAYERS)]
-    if isinstance(modules, (str, bytes)) or not isinstance(modules, Iterable):
-        raise TypeError(
-            "modules must be an nn.Module or a list of spatial layers, got "
-            f"{type(modules).__name__}"
-        )
-    found = []
-    for index, m in enumerate(modules):
-        if not isinstance(m, SPATIAL_LAYERS):
-            raise TypeError(
-                f"modules[{index}] must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-                f"got {type(m).__name__}"
-            )
-        found.append((str(index), m))
-    return found
-
-
-def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(post, pre)`` position tensors ``[out, D]``, ``[in, D]`` of a spatial layer."""
-    if isinstance(layer, SPATIAL_LAYERS) and callable(getattr(layer, "timing_parameters", None)):
-        raise TypeError(
-            f"layer must have neuron positions, got {type(layer).__name__} (free per-synapse "
-            "delays have no distances)"
-        )
-    if isinstance(layer, SpatialRecurrentContainer):
-        p = layer.positions.positions
-        return p, p
-    if isinstance(layer, SpatialDelayLinear):
-        return layer.post_positions.positions, layer.pre_positions.positions
-    raise TypeError(
-        "layer must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-        f"got {type(layer).__name__}"
-    )
 
 
 def layer_distances(layer: nn.Module) -> torch.Tensor:
@@ -113,7 +70,7 @@ class WiringCost:
         if self.normalize == "mean":
             d = d / d.mean()
         weight = layer.effective_weight()
-        recurrent = isinstance(layer, SpatialRecurrentContainer)
+        recurrent = is_recurrent(layer)
         return wiring_cost(
             weight, d.to(weight.dtype), self.power, self.communicability and recurrent
         )

@@ -19,6 +19,7 @@ from scipy.sparse import csgraph
 
 from . import delays, wiring
 from ._checks import check_count, check_positive
+from ._introspect import is_recurrent, positions_of
 
 #: Metrics that need a square (recurrent) matrix: its neurons are the graph's nodes.
 GRAPH_METRICS = (
@@ -260,22 +261,19 @@ def _pair(weight, dist) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------ analyze
 def _layer_inputs(layer) -> dict:
-    """Weight, positions and delay options of a spatial layer, read by attribute name."""
-    weight = layer.effective_weight() if hasattr(layer, "effective_weight") else layer.weight
-    if hasattr(layer, "positions"):
-        post = pre = layer.positions.positions
-    elif hasattr(layer, "post_positions") and hasattr(layer, "pre_positions"):
-        post, pre = layer.post_positions.positions, layer.pre_positions.positions
-    else:
+    """Weight, positions and delay options of a spatial layer."""
+    positions = positions_of(layer)
+    if positions is None:
         raise TypeError(
             "layer_or_weight must be a spatial layer or a weight matrix, got "
             f"{type(layer).__name__} without positions"
         )
+    post, pre = positions
     return {
-        "weight": weight,
+        "weight": layer.effective_weight(),
         "post": post,
         "pre": pre,
-        "recurrent": hasattr(layer, "positions"),
+        "recurrent": is_recurrent(layer),
         "delay_scale": layer.delay_scale,
         "max_delay": layer.max_delay,
     }
