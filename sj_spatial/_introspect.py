@@ -10,10 +10,15 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .layers import SpatialDelayLinear, SpatialRecurrentContainer
+from .layers import (
+    SpatialDelayLinear,
+    SpatialRecurrentContainer,
+    _DelayedLinear,
+    _DelayedRecurrentContainer,
+)
 
 #: Every layer with delayed synapses: learned positions or (``sj_spatial.baselines``) free delays.
-SPATIAL_LAYERS = (SpatialDelayLinear, SpatialRecurrentContainer)
+SPATIAL_LAYERS = (_DelayedLinear, _DelayedRecurrentContainer)
 
 
 def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple[str, nn.Module]]:
@@ -43,8 +48,6 @@ def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple
 def positions_of(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(post, pre)`` position tensors ``[out, D]``, ``[in, D]`` of a layer with neuron
     positions (one tensor twice for a recurrent layer); None for any other module."""
-    if callable(getattr(layer, "timing_parameters", None)):
-        return None  # the free-delay baselines subclass the spatial layers without positions
     if isinstance(layer, SpatialRecurrentContainer):
         p = layer.positions.positions
         return p, p
@@ -71,4 +74,4 @@ def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def is_recurrent(layer: nn.Module) -> bool:
     """Whether ``layer``'s synapses connect one population to itself (weight ``[n, n]``)."""
-    return isinstance(layer, SpatialRecurrentContainer)
+    return isinstance(layer, _DelayedRecurrentContainer)
