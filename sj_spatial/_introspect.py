@@ -34,15 +34,18 @@ def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple
             "modules must be an nn.Module or a list of spatial layers, got "
             f"{type(modules).__name__}"
         )
-    found = []
-    for index, m in enumerate(modules):
-        if not isinstance(m, SPATIAL_LAYERS):
-            raise TypeError(
-                f"modules[{index}] must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-                f"got {type(m).__name__}"
-            )
-        found.append((str(index), m))
-    return found
+    return [(str(i), check_spatial_layer(m, f"modules[{i}]")) for i, m in enumerate(modules)]
+
+
+def check_spatial_layer(layer: nn.Module, name: str = "layer") -> nn.Module:
+    """Return ``layer`` if it is a spatial layer (positions or free delays); TypeError
+    naming it as ``name`` otherwise."""
+    if not isinstance(layer, SPATIAL_LAYERS):
+        raise TypeError(
+            f"{name} must be a SpatialDelayLinear or SpatialRecurrentContainer, "
+            f"got {type(layer).__name__}"
+        )
+    return layer
 
 
 def positions_of(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -58,18 +61,13 @@ def positions_of(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(post, pre)`` of :func:`positions_of`; TypeError for a module without positions."""
-    positions = positions_of(layer)
-    if positions is not None:
-        return positions
-    if isinstance(layer, SPATIAL_LAYERS):
+    positions = positions_of(check_spatial_layer(layer))
+    if positions is None:
         raise TypeError(
             f"layer must have neuron positions, got {type(layer).__name__} (free per-synapse "
             "delays have no distances)"
         )
-    raise TypeError(
-        "layer must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-        f"got {type(layer).__name__}"
-    )
+    return positions
 
 
 def is_recurrent(layer: nn.Module) -> bool:
