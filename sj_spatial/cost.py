@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._checks import check_bool, check_choice, check_float, check_fraction
-from ._introspect import is_recurrent, layer_positions, named_spatial_layers
+from ._introspect import check_spatial_layer, is_recurrent, layer_positions, named_spatial_layers
 from .delays import distances
 from .wiring import communicability as communicability
 from .wiring import wiring_cost
@@ -122,7 +122,9 @@ def prune_by_distance(layer: nn.Module, fraction: float) -> nn.Module:
 def prune_by_magnitude(layer: nn.Module, fraction: float) -> nn.Module:
     """Zero the weakest (smallest ``|w|``) ``fraction`` of a layer's alive synapses, in place.
 
-    Same mask, persistence and composition as :func:`prune_by_distance`. Returns the layer.
+    Same mask, persistence and composition as :func:`prune_by_distance`; it needs no
+    positions, so the free-delay layers of :mod:`sj_spatial.baselines` can be pruned too.
+    Returns the layer.
     """
-    layer_positions(layer)  # a clear TypeError for other modules
+    check_spatial_layer(layer)
     return _prune(layer, fraction, layer.effective_weight().abs(), largest=False)

@@ -5,7 +5,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from sj_spatial import param_groups
+from sj_spatial import param_groups, prune_by_magnitude
 from sj_spatial.baselines import FreeDelayLinear, FreeDelayRecurrentContainer
 
 from reference import spec_linear, spec_recurrence
@@ -84,3 +84,16 @@ def test_wiring_cost_refuses_free_delays_with_a_clear_error():
 
     with pytest.raises(TypeError, match="free per-synapse delays have no distances"):
         WiringCost(nn.Sequential(FreeDelayLinear(3, 2)))()
+
+
+def test_prune_by_magnitude_masks_the_weakest_free_delay_synapses():
+    torch.manual_seed(6)
+    rec = FreeDelayRecurrentContainer(nn.Tanh(), 4, step_mode="m", max_delay=3).to(D64)
+    weakest = torch.argsort(rec.weight.detach().abs().flatten())[:8]  # 0.5 * 16
+    prune_by_magnitude(rec, 0.5)
+    assert set(torch.nonzero(~rec.weight_mask.flatten()).flatten().tolist()) == set(
+        weakest.tolist()
+    )
+    x = torch.randn(10, 2, 4, dtype=D64)
+    w, b, delays = rec.effective_weight().detach(), rec.bias.detach(), rec.delays().detach()
+    assert torch.allclose(rec(x), spec_recurrence(x, torch.tanh, w, b, delays), atol=1e-12)
