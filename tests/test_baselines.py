@@ -5,7 +5,12 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from sj_spatial import param_groups, prune_by_magnitude
+from sj_spatial import (
+    SpatialDelayLinear,
+    SpatialRecurrentContainer,
+    param_groups,
+    prune_by_magnitude,
+)
 from sj_spatial.baselines import FreeDelayLinear, FreeDelayRecurrentContainer
 
 from reference import spec_linear, spec_recurrence
@@ -64,6 +69,23 @@ def test_parameters_state_dict_and_param_groups():
     assert [g["lr"] for g in groups] == [1e-3, 0.05]
     assert groups[1]["params"] == [layer.delay]
     assert "free delays" in repr(layer) and "dim=" not in repr(layer)
+
+
+def test_a_seed_gives_the_weights_of_the_spatial_layer_of_the_same_shape():
+    pairs = [
+        (lambda: SpatialDelayLinear(5, 3, dim=1), lambda: FreeDelayLinear(5, 3)),
+        (
+            lambda: SpatialRecurrentContainer(nn.Tanh(), 4, dim=1),
+            lambda: FreeDelayRecurrentContainer(nn.Tanh(), 4),
+        ),
+    ]
+    for make_spatial, make_free in pairs:
+        torch.manual_seed(7)
+        spatial = make_spatial()
+        torch.manual_seed(7)
+        free = make_free()
+        assert torch.equal(free.weight, spatial.weight) and torch.equal(free.bias, spatial.bias)
+        assert not isinstance(free, type(spatial))  # siblings: free delays have no positions
 
 
 def test_non_finite_delay_is_rejected():
