@@ -218,7 +218,7 @@ def wiring_cost(weight, dist) -> float:
 def mean_length(weight, dist) -> float:
     """``|w|``-weighted mean synapse length ``sum |w| d / sum |w|`` (distance units)."""
     w, d = _pair(weight, dist)
-    total = np.abs(w).sum()
+    total = float(np.abs(w).sum())
     return _wiring_cost(w, d) / total if total > 0 else math.nan
 
 
