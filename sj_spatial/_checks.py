@@ -10,9 +10,18 @@ STEP_MODES = ("s", "m")
 DELAY_MODES = ("interpolate", "round")
 
 
-def check_choice(name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
+def check_choice(name: str, value, choices):
+    """Return ``value`` if it is one of ``choices`` (strings, and None for an option that
+    can be off); ValueError listing them otherwise."""
+    if not (value is None or isinstance(value, str)) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` if it is a bool; TypeError otherwise (1 and "yes" are not bools)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -24,6 +33,14 @@ def check_int(name: str, value, minimum: int = 0) -> int:
     return value
 
 
+def check_count(name: str, value, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; ValueError otherwise, for a wrong
+    type too (unlike :func:`check_int`, one error and one message for every bad value)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def check_float(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -32,6 +49,23 @@ def check_float(name: str, value, minimum: float = 0.0, strict: bool = False) ->
         bound = ">" if strict else ">="
         raise ValueError(f"{name} must be finite and {bound} {minimum}, got {value}")
     return value
+
+
+def check_fraction(name: str, value) -> float:
+    """Return ``value`` as a float in [0, 1]; TypeError for a non-number, ValueError for a
+    number outside [0, 1] (NaN included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """Return ``value`` if it is a number > 0 (infinity included); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
 
 
 def check_input(name: str, x, features: int, min_ndim: int, step_mode: str) -> None:

@@ -11,19 +11,30 @@ at the same learning rate.
 from __future__ import annotations
 
 import torch
+from spikingjelly.activation_based import base
 from torch import nn
 
-from ._checks import check_finite, check_float
-from .layers import DEFAULT_MAX_DELAY, SpatialDelayLinear, SpatialRecurrentContainer
+from ._checks import check_finite, check_float, check_int
+from .layers import (
+    DEFAULT_MAX_DELAY,
+    _check_single_step,
+    _DelayedLinear,
+    _DelayedRecurrentContainer,
+)
+
+
+def _draw_like_positions(*num_neurons: int) -> None:
+    """Draw, and drop, the random numbers that ``dim=1`` positions of these populations
+    would take, so that a seed gives a free-delay layer the weights of the spatial layer
+    of the same shape with ``dim=1``."""
+    for n in num_neurons:
+        torch.empty(n, 1).uniform_(-1.0, 1.0)
 
 
 class _FreeDelays:
-    """The part both free-delay layers share: the ``delay`` parameter replaces positions."""
+    """The part both free-delay layers share: the ``delay`` parameter instead of positions."""
 
     def _init_delays(self, out_features: int, in_features: int, init_max: float | None):
-        for name in ("pre_positions", "post_positions", "positions"):
-            if hasattr(self, name):
-                delattr(self, name)
         init_max = float(self.max_delay) if init_max is None else init_max
         init_max = check_float("init_max", init_max)
         self.delay = nn.Parameter(torch.rand(out_features, in_features) * init_max)
@@ -41,8 +52,9 @@ class _FreeDelays:
         return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
 
 
-class FreeDelayLinear(_FreeDelays, SpatialDelayLinear):
-    """``SpatialDelayLinear`` whose delays are free parameters ``delay [out, in]``.
+class FreeDelayLinear(_FreeDelays, _DelayedLinear):
+    """A :class:`sj_spatial.SpatialDelayLinear` whose delays are free parameters
+    ``delay [out, in]`` instead of distances between neuron positions.
 
     Delays are in time steps, initialised uniform in ``[0, init_max]`` (default
     ``max_delay``) and clamped to ``[0, max_delay]`` when used (no gradient where the
@@ -61,21 +73,19 @@ class FreeDelayLinear(_FreeDelays, SpatialDelayLinear):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        super().__init__(
-            in_features,
-            out_features,
-            bias,
-            step_mode,
-            dim=1,
-            max_delay=max_delay,
-            delay_mode=delay_mode,
-            backend=backend,
-        )
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self._init_options(step_mode, 1, max_delay, 1.0, delay_mode, backend)
+        _draw_like_positions(in_features, out_features)
+        self._init_synapses(out_features, in_features, bias)
+        self.register_memory("input_history", None)
         self._init_delays(out_features, in_features, init_max)
 
 
-class FreeDelayRecurrentContainer(_FreeDelays, SpatialRecurrentContainer):
-    """``SpatialRecurrentContainer`` whose recurrent delays are free parameters ``delay [n, n]``.
+class FreeDelayRecurrentContainer(_FreeDelays, _DelayedRecurrentContainer):
+    """A :class:`sj_spatial.SpatialRecurrentContainer` whose recurrent delays are free
+    parameters ``delay [n, n]`` instead of distances between neuron positions.
 
     Same recurrence (every synapse at least one step), delays in time steps initialised
     uniform in ``[0, init_max]`` (default ``max_delay``), clamped to ``[0, max_delay]``.
@@ -93,14 +103,14 @@ class FreeDelayRecurrentContainer(_FreeDelays, SpatialRecurrentContainer):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        super().__init__(
-            sub_module,
-            num_features,
-            bias,
-            step_mode,
-            dim=1,
-            max_delay=max_delay,
-            delay_mode=delay_mode,
-            backend=backend,
-        )
+        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
+        if not isinstance(sub_module, nn.Module):
+            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
+        _check_single_step(sub_module)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self._init_options(step_mode, 1, max_delay, 1.0, delay_mode, backend)
+        self.sub_module = sub_module
+        _draw_like_positions(num_features)
+        self._init_synapses(num_features, num_features, bias)
+        self.register_memory("output_history", None)
         self._init_delays(num_features, num_features, init_max)

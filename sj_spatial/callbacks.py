@@ -14,17 +14,11 @@ import torch
 from torch import nn
 
 from . import topology
-from .cost import layer_positions, named_spatial_layers
-from .layers import SpatialRecurrentContainer
+from ._checks import check_count
+from ._introspect import is_recurrent, layer_positions, named_spatial_layers
 
 #: Bins of the delay, distance and weight histograms.
 BINS = 30
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def is_rank_zero() -> bool:
@@ -81,9 +75,9 @@ class TopologyLogger:
                 "model must contain at least one SpatialDelayLinear or "
                 "SpatialRecurrentContainer, got none"
             )
-        self.every = _check_count("every", every, 1)
-        self.nulls = _check_count("nulls", nulls, 1)
-        self.top_edges = _check_count("top_edges", top_edges, 0)
+        self.every = check_count("every", every, 1)
+        self.nulls = check_count("nulls", nulls, 1)
+        self.top_edges = check_count("top_edges", top_edges, 0)
         self.seed = seed
         self.embeddings = embeddings
 
@@ -117,7 +111,7 @@ class TopologyLogger:
         dist = topology.distances(post, pre)
         delays = layer.delays().detach().cpu().double().numpy()
         labels, metrics = None, {}
-        if isinstance(layer, SpatialRecurrentContainer):
+        if is_recurrent(layer):
             labels = topology.communities(w, seed=self.seed)
             metrics = topology.graph_metrics(w, self.seed, self.nulls, labels=labels)
         metrics.update(topology.spatial_metrics(w, dist, layer.max_delay, layer.delay_scale))
@@ -275,7 +269,7 @@ def _callback_class() -> type:
         def __init__(self, writer_or_logdir=None, every: int = 1, **kwargs):
             super().__init__()
             self.writer_or_logdir, self.kwargs = writer_or_logdir, kwargs
-            self.every = _check_count("every", every, 1)
+            self.every = check_count("every", every, 1)
             self.logger: TopologyLogger | None = None
 
         def setup(self, trainer, pl_module, stage=None) -> None:

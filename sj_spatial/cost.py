@@ -14,100 +14,18 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ._checks import check_float
+from ._checks import check_bool, check_choice, check_float, check_fraction
+from ._introspect import check_spatial_layer, is_recurrent, layer_positions, named_spatial_layers
 from .delays import distances
-from .layers import SpatialDelayLinear, SpatialRecurrentContainer
+from .wiring import communicability as communicability
+from .wiring import wiring_cost
 
-SPATIAL_LAYERS = (SpatialDelayLinear, SpatialRecurrentContainer)
 NORMALIZE = (None, "mean")
-
-
-def named_spatial_layers(modules: nn.Module | Iterable[nn.Module]) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` of every spatial layer in a model (by module path) or in a list.
-
-    A model is searched with ``named_modules()`` (the model itself counts when it is a
-    spatial layer); a list must hold spatial layers only, named by their index.
-    """
-    if isinstance(modules, nn.Module):
-        return [(name, m) for name, m in modules.named_modules() if isinstance(m, SPATIAL_LAYERS)]
-    if isinstance(modules, (str, bytes)) or not isinstance(modules, Iterable):
-        raise TypeError(
-            "modules must be an nn.Module or a list of spatial layers, got "
-            f"{type(modules).__name__}"
-        )
-    found = []
-    for index, m in enumerate(modules):
-        if not isinstance(m, SPATIAL_LAYERS):
-            raise TypeError(
-                f"modules[{index}] must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-                f"got {type(m).__name__}"
-            )
-        found.append((str(index), m))
-    return found
-
-
-def layer_positions(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(post, pre)`` position tensors ``[out, D]``, ``[in, D]`` of a spatial layer."""
-    if isinstance(layer, SPATIAL_LAYERS) and callable(getattr(layer, "timing_parameters", None)):
-        raise TypeError(
-            f"layer must have neuron positions, got {type(layer).__name__} (free per-synapse "
-            "delays have no distances)"
-        )
-    if isinstance(layer, SpatialRecurrentContainer):
-        p = layer.positions.positions
-        return p, p
-    if isinstance(layer, SpatialDelayLinear):
-        return layer.post_positions.positions, layer.pre_positions.positions
-    raise TypeError(
-        "layer must be a SpatialDelayLinear or SpatialRecurrentContainer, "
-        f"got {type(layer).__name__}"
-    )
 
 
 def layer_distances(layer: nn.Module) -> torch.Tensor:
     """Distances ``[out, in]`` (distance units, not clamped, not scaled) of a spatial layer."""
     return distances(*layer_positions(layer))
-
-
-def communicability(weight: torch.Tensor) -> torch.Tensor:
-    """Weighted communicability ``expm(S^-1/2 |W| S^-1/2)`` of a square ``[n, n]`` matrix.
-
-    ``S`` is the diagonal of node strengths; with ``W[post, pre]`` the strength of node i
-    is its summed outgoing ``|w|`` (column sum), as in Crofts & Higham (2009) and
-    Achterberg et al. (2023). Nodes of strength 0 get a 0 row and column in the exponent.
-    Differentiable with respect to ``weight``.
-    """
-    if weight.ndim != 2 or weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"weight must be a square [n, n] matrix, got shape {tuple(weight.shape)}")
-    a = weight.abs()
-    strength = a.sum(0)
-    alive = strength > 0
-    inv_sqrt = torch.where(alive, strength.clamp_min(torch.finfo(a.dtype).tiny).rsqrt(), 0.0)
-    return torch.linalg.matrix_exp(inv_sqrt[:, None] * a * inv_sqrt[None, :])
-
-
-def wiring_cost(
-    weight: torch.Tensor,
-    distance: torch.Tensor,
-    power: float = 1.0,
-    communicability_weighted: bool = False,
-) -> torch.Tensor:
-    """``sum_ji |w_ji| * distance_ji ** power`` for ``weight`` and ``distance`` ``[out, in]``.
-
-    With ``communicability_weighted`` (square matrices only) each term is also multiplied
-    by the weighted communicability of ``|W|`` (its diagonal set to 0, as in seRNNs).
-    """
-    if weight.shape != distance.shape:
-        raise ValueError(
-            f"distance must have the shape of weight {tuple(weight.shape)}, "
-            f"got {tuple(distance.shape)}"
-        )
-    terms = weight.abs() * distance**power
-    if communicability_weighted:
-        comm = communicability(weight)
-        eye = torch.eye(comm.shape[0], dtype=torch.bool, device=comm.device)
-        terms = terms * comm.masked_fill(eye, 0.0)
-    return terms.sum()
 
 
 class WiringCost:
@@ -140,11 +58,9 @@ class WiringCost:
             )
         self.strength = check_float("strength", strength)
         self.power = check_float("power", power)
-        if normalize not in NORMALIZE:
-            raise ValueError(f"normalize must be one of {list(NORMALIZE)}, got {normalize!r}")
-        self.normalize = normalize
-        self.communicability = _check_bool("communicability", communicability)
-        self.position_grad = _check_bool("position_grad", position_grad)
+        self.normalize = check_choice("normalize", normalize, NORMALIZE)
+        self.communicability = check_bool("communicability", communicability)
+        self.position_grad = check_bool("position_grad", position_grad)
 
     def layer_cost(self, layer: nn.Module) -> torch.Tensor:
         """Unscaled cost of one layer (without ``strength``)."""
@@ -154,7 +70,7 @@ class WiringCost:
         if self.normalize == "mean":
             d = d / d.mean()
         weight = layer.effective_weight()
-        recurrent = isinstance(layer, SpatialRecurrentContainer)
+        recurrent = is_recurrent(layer)
         return wiring_cost(
             weight, d.to(weight.dtype), self.power, self.communicability and recurrent
         )
@@ -170,25 +86,9 @@ class WiringCost:
         )
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_fraction(fraction) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(
-            f"fraction must be a float in [0, 1], got {type(fraction).__name__} {fraction!r}"
-        )
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be a float in [0, 1], got {fraction!r}")
-    return float(fraction)
-
-
 def _prune(layer: nn.Module, fraction, score: torch.Tensor, largest: bool) -> nn.Module:
     """Mask ``fraction * alive`` (rounded half up) alive synapses of largest / smallest score."""
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction("fraction", fraction)
     weight = layer.weight
     mask = layer.weight_mask
     if mask is None:
@@ -222,7 +122,9 @@ def prune_by_distance(layer: nn.Module, fraction: float) -> nn.Module:
 def prune_by_magnitude(layer: nn.Module, fraction: float) -> nn.Module:
     """Zero the weakest (smallest ``|w|``) ``fraction`` of a layer's alive synapses, in place.
 
-    Same mask, persistence and composition as :func:`prune_by_distance`. Returns the layer.
+    Same mask, persistence and composition as :func:`prune_by_distance`; it needs no
+    positions, so the free-delay layers of :mod:`sj_spatial.baselines` can be pruned too.
+    Returns the layer.
     """
-    layer_positions(layer)  # a clear TypeError for other modules
+    check_spatial_layer(layer)
     return _prune(layer, fraction, layer.effective_weight().abs(), largest=False)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import check_count
+
 #: The variables torchrun sets for every process it starts.
 TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
@@ -170,8 +172,7 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, sampler: Iterable[int], batch_size: int, rank: int = 0, size: int = 1):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_count("batch_size", batch_size, 1)
         shard_range(0, rank, size)  # checks rank and size
         self.sampler, self.batch_size, self.rank, self.size = sampler, batch_size, rank, size
 

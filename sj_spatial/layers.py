@@ -179,7 +179,55 @@ class _SpatialModule(base.MemoryModule):
         )
 
 
-class SpatialDelayLinear(_SpatialModule):
+class _DelayedLinear(_SpatialModule):
+    """A linear layer whose synapse j<-i reads its input ``delays()[j, i]`` time steps late.
+
+    The forward, input memory and ``repr`` that :class:`SpatialDelayLinear` (delays from
+    positions) and :class:`sj_spatial.baselines.FreeDelayLinear` (free delays) share. A
+    subclass sets ``in_features``, ``out_features``, the options, the synapses and the
+    ``input_history`` memory, and defines ``delays()``.
+    """
+
+    def delays(self) -> torch.Tensor:
+        """Real-valued delays ``[out, in]`` in time steps (every forward calls it)."""
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
+        delays = self.delays()
+        if self.input_history is not None:
+            x = torch.cat((self.input_history, x))
+        y = delayed_linear(
+            x,
+            self.effective_weight(),
+            self.bias,
+            delays,
+            self.max_delay,
+            delay_mode=self.delay_mode,
+            backend=self.backend,
+            cpu_kernel=self.cpu_kernel,
+            t_out=t_out,
+        )
+        self.input_history = x[-lag_window(self.max_delay) :]  # once the input was accepted
+        return y
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("x", x, self.in_features, 1, "s")
+        _check_batch("x", self.input_history, x, 0)
+        return self._forward(x[None], 1)[0]
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_input("x_seq", x_seq, self.in_features, 2, "m")
+        _check_batch("x_seq", self.input_history, x_seq, 1)
+        return self._forward(x_seq, x_seq.shape[0])
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, {self._options_repr()}"
+        )
+
+
+class SpatialDelayLinear(_DelayedLinear):
     """Drop-in replacement for ``layer.Linear`` whose synapse j<-i has a delay
     ``min(delay_scale * ||post_j - pre_i||, max_delay)`` time steps.
 
@@ -224,40 +272,6 @@ class SpatialDelayLinear(_SpatialModule):
             self.max_delay,
         )
 
-    def _forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
-        delays = self.delays()
-        if self.input_history is not None:
-            x = torch.cat((self.input_history, x))
-        y = delayed_linear(
-            x,
-            self.effective_weight(),
-            self.bias,
-            delays,
-            self.max_delay,
-            delay_mode=self.delay_mode,
-            backend=self.backend,
-            cpu_kernel=self.cpu_kernel,
-            t_out=t_out,
-        )
-        self.input_history = x[-lag_window(self.max_delay) :]  # once the input was accepted
-        return y
-
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input("x", x, self.in_features, 1, "s")
-        _check_batch("x", self.input_history, x, 0)
-        return self._forward(x[None], 1)[0]
-
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        check_input("x_seq", x_seq, self.in_features, 2, "m")
-        _check_batch("x_seq", self.input_history, x_seq, 1)
-        return self._forward(x_seq, x_seq.shape[0])
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, {self._options_repr()}"
-        )
-
 
 def _check_single_step(sub_module: nn.Module) -> None:
     """Raise ValueError unless every module inside ``sub_module`` is in single-step mode."""
@@ -277,42 +291,14 @@ def _check_single_step(sub_module: nn.Module) -> None:
 # (0.0.0.0.14 and 2.x alike) knows a recurrent container: it sets the container's step
 # mode and leaves the sub-module, which the container drives one step at a time, alone.
 # Nothing else of that class is used.
-class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContainer):
-    """A population whose own spikes return to it through position-delayed synapses.
+class _DelayedRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContainer):
+    """A population whose own spikes return to it through synapses delayed by ``delays()``.
 
-    ``s[t] = sub_module(x[t] + r[t])`` with
-    ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``: every recurrent
-    synapse has at least one step of delay. ``sub_module`` (usually a spiking neuron) must
-    be in single-step mode and is called once per time step in both of this container's
-    step modes; like SpikingJelly's own recurrent containers, ``functional.set_step_mode``
-    changes the container's step mode and leaves the sub-module's alone. Input and output
-    have ``num_features`` features.
+    The recurrence, memories and ``repr`` that :class:`SpatialRecurrentContainer` (delays
+    from positions) and :class:`sj_spatial.baselines.FreeDelayRecurrentContainer` (free
+    delays) share. A subclass sets ``sub_module``, ``num_features``, the options, the
+    synapses and the ``output_history`` memory, and defines ``delays()``.
     """
-
-    def __init__(
-        self,
-        sub_module: nn.Module,
-        num_features: int,
-        bias: bool = True,
-        step_mode: str = "s",
-        *,
-        positions: NeuronPositions | None = None,
-        dim: int = 2,
-        max_delay: int = DEFAULT_MAX_DELAY,
-        delay_scale: float = 1.0,
-        delay_mode: str = "interpolate",
-        backend: str = "torch",
-    ):
-        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
-        if not isinstance(sub_module, nn.Module):
-            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
-        _check_single_step(sub_module)
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
-        self.sub_module = sub_module
-        self.positions = _population("positions", positions, num_features, dim)
-        self._init_synapses(num_features, num_features, bias)
-        self.register_memory("output_history", None)
 
     def detach(self) -> None:
         """Cut the autograd graph through the spike memory and the memories of
@@ -324,10 +310,8 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
                 detach_memories(module)
 
     def delays(self) -> torch.Tensor:
-        """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step;
-        ValueError for non-finite positions; every forward calls it)."""
-        p = self.positions.check_finite("positions")
-        return delays_from_positions(p, p, self.delay_scale, self.max_delay)
+        """Real-valued delays ``[n, n]`` in time steps, without the recurrent extra step."""
+        raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_single_step(self.sub_module)
@@ -370,6 +354,50 @@ class SpatialRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentContai
             f"num_features={self.num_features}, bias={self.bias is not None}, "
             f"{self._options_repr()}"
         )
+
+
+class SpatialRecurrentContainer(_DelayedRecurrentContainer):
+    """A population whose own spikes return to it through position-delayed synapses.
+
+    ``s[t] = sub_module(x[t] + r[t])`` with
+    ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``: every recurrent
+    synapse has at least one step of delay. ``sub_module`` (usually a spiking neuron) must
+    be in single-step mode and is called once per time step in both of this container's
+    step modes; like SpikingJelly's own recurrent containers, ``functional.set_step_mode``
+    changes the container's step mode and leaves the sub-module's alone. Input and output
+    have ``num_features`` features.
+    """
+
+    def __init__(
+        self,
+        sub_module: nn.Module,
+        num_features: int,
+        bias: bool = True,
+        step_mode: str = "s",
+        *,
+        positions: NeuronPositions | None = None,
+        dim: int = 2,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        delay_scale: float = 1.0,
+        delay_mode: str = "interpolate",
+        backend: str = "torch",
+    ):
+        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
+        if not isinstance(sub_module, nn.Module):
+            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
+        _check_single_step(sub_module)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
+        self.sub_module = sub_module
+        self.positions = _population("positions", positions, num_features, dim)
+        self._init_synapses(num_features, num_features, bias)
+        self.register_memory("output_history", None)
+
+    def delays(self) -> torch.Tensor:
+        """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step;
+        ValueError for non-finite positions; every forward calls it)."""
+        p = self.positions.check_finite("positions")
+        return delays_from_positions(p, p, self.delay_scale, self.max_delay)
 
 
 def set_cpu_kernel(module: nn.Module, cpu_kernel: str) -> nn.Module:

@@ -2,8 +2,10 @@
 
 Weights follow the layers' layout ``W[post, pre]`` (synapse j <- i is ``W[j, i]``);
 positions are ``[N, D]`` in distance units. Every function takes numpy arrays or torch
-tensors (detached and copied to float64 numpy) and none depends on training code. The
-formulas and references are in ``docs/topology.md``.
+tensors (detached and copied to float64 numpy) and none depends on training code; the
+distances, wiring cost and communicability are the layers' own (:mod:`sj_spatial.delays`,
+:mod:`sj_spatial.wiring`), evaluated in float64. The formulas and references are in
+``docs/topology.md``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import math
 
 import networkx as nx
 import numpy as np
-import scipy.linalg
+import torch
 from scipy.sparse import csgraph
 
-from .delays import EPS
+from . import delays, wiring
+from ._checks import check_count, check_positive
+from ._introspect import is_recurrent, positions_of
 
 #: Metrics that need a square (recurrent) matrix: its neurons are the graph's nodes.
 GRAPH_METRICS = (
@@ -56,15 +60,15 @@ def _matrix(x, name: str, square: bool = False) -> np.ndarray:
 def distances(post, pre) -> np.ndarray:
     """Distances ``[out, in]`` between ``post`` ``[out, D]`` and ``pre`` ``[in, D]``.
 
-    ``sqrt(||post_j - pre_i||^2 + EPS^2)``, the same smoothed distance as the layers use.
+    The layers' smoothed distance :func:`sj_spatial.delays.distances`
+    (``sqrt(||post_j - pre_i||^2 + EPS^2)``), computed in float64.
     """
     post, pre = _matrix(post, "post"), _matrix(pre, "pre")
     if post.shape[1] != pre.shape[1]:
         raise ValueError(
             f"pre must have the dimension D={post.shape[1]} of post, got shape {pre.shape}"
         )
-    diff = post[:, None, :] - pre[None, :, :]
-    return np.sqrt(np.square(diff).sum(-1) + EPS**2)
+    return delays.distances(torch.tensor(post), torch.tensor(pre)).numpy()
 
 
 def _graph(weight) -> np.ndarray:
@@ -200,25 +204,22 @@ def communicability_entropy(weight) -> float:
     ``G = expm(S^-1/2 A S^-1/2)``, ``A[i, j] = |w_ji|``, ``S`` the diagonal of outgoing
     strengths (Crofts & Higham 2009); each row of ``G`` is normalised to sum 1.
     """
-    a = np.abs(_matrix(weight, "weight", square=True)).T
-    strength = a.sum(1)
-    inv_sqrt = np.zeros_like(strength)
-    np.divide(1.0, np.sqrt(strength), out=inv_sqrt, where=strength > 0)
-    return _row_entropy(scipy.linalg.expm(inv_sqrt[:, None] * a * inv_sqrt[None, :]))
+    w = _matrix(weight, "weight", square=True)
+    # wiring.communicability is in the layout W[post, pre]: its columns are the neurons.
+    return _row_entropy(wiring.communicability(torch.tensor(w)).numpy().T)
 
 
 # -------------------------------------------------------------------- wiring
 def wiring_cost(weight, dist) -> float:
-    """``sum_ji |w_ji| d_ji`` (weight times distance units)."""
-    w, d = _pair(weight, dist)
-    return float((np.abs(w) * d).sum())
+    """``sum_ji |w_ji| d_ji`` (weight times distance units; :mod:`sj_spatial.wiring`)."""
+    return _wiring_cost(*_pair(weight, dist))
 
 
 def mean_length(weight, dist) -> float:
     """``|w|``-weighted mean synapse length ``sum |w| d / sum |w|`` (distance units)."""
     w, d = _pair(weight, dist)
-    total = np.abs(w).sum()
-    return float((np.abs(w) * d).sum() / total) if total > 0 else math.nan
+    total = float(np.abs(w).sum())
+    return _wiring_cost(w, d) / total if total > 0 else math.nan
 
 
 def wiring_efficiency(weight, dist) -> float:
@@ -235,7 +236,7 @@ def wiring_efficiency(weight, dist) -> float:
     c_max = float(w_sorted @ d_sorted)
     if c_max == c_min:
         return math.nan
-    return 1.0 - (wiring_cost(w, d) - c_min) / (c_max - c_min)
+    return 1.0 - (_wiring_cost(w, d) - c_min) / (c_max - c_min)
 
 
 def clamped_fraction(weight, dist, max_delay: float, delay_scale: float = 1.0) -> float:
@@ -247,6 +248,10 @@ def clamped_fraction(weight, dist, max_delay: float, delay_scale: float = 1.0) -
     return float((delay_scale * d[alive] >= max_delay).mean())
 
 
+def _wiring_cost(w: np.ndarray, d: np.ndarray) -> float:
+    return float(wiring.wiring_cost(torch.tensor(w), torch.tensor(d)))
+
+
 def _pair(weight, dist) -> tuple[np.ndarray, np.ndarray]:
     w, d = _matrix(weight, "weight"), _matrix(dist, "dist")
     if w.shape != d.shape:
@@ -256,22 +261,19 @@ def _pair(weight, dist) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------ analyze
 def _layer_inputs(layer) -> dict:
-    """Weight, positions and delay options of a spatial layer, read by attribute name."""
-    weight = layer.effective_weight() if hasattr(layer, "effective_weight") else layer.weight
-    if hasattr(layer, "positions"):
-        post = pre = layer.positions.positions
-    elif hasattr(layer, "post_positions") and hasattr(layer, "pre_positions"):
-        post, pre = layer.post_positions.positions, layer.pre_positions.positions
-    else:
+    """Weight, positions and delay options of a spatial layer."""
+    positions = positions_of(layer)
+    if positions is None:
         raise TypeError(
             "layer_or_weight must be a spatial layer or a weight matrix, got "
             f"{type(layer).__name__} without positions"
         )
+    post, pre = positions
     return {
-        "weight": weight,
+        "weight": layer.effective_weight(),
         "post": post,
         "pre": pre,
-        "recurrent": hasattr(layer, "positions"),
+        "recurrent": is_recurrent(layer),
         "delay_scale": layer.delay_scale,
         "max_delay": layer.max_delay,
     }
@@ -301,8 +303,7 @@ def graph_metrics(weight, seed: int = 0, nulls: int = 10, labels=None) -> dict[s
 
     ``labels``: communities already found by :func:`communities` (found here when None).
     """
-    if isinstance(nulls, bool) or not isinstance(nulls, int) or nulls < 1:
-        raise ValueError(f"nulls must be an int >= 1, got {nulls!r}")
+    check_count("nulls", nulls, 1)
     a = _graph(weight)
     labels = communities(weight, seed=seed) if labels is None else np.asarray(labels)
     c, e = _clustering(a), _efficiency(a)
@@ -412,8 +413,7 @@ def specialization_r2(input_weight, positions, alpha: float = 1.0) -> float:
             f"positions must have one row per row of input_weight ({x.shape[0]}), "
             f"got shape {y.shape}"
         )
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+    alpha = check_positive("alpha", alpha)
     x = x - x.mean(0)
     y = y - y.mean(0)
     gram = x @ x.T  # dual form: cost N^3, whatever the number of inputs

@@ -5,7 +5,12 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from sj_spatial import param_groups
+from sj_spatial import (
+    SpatialDelayLinear,
+    SpatialRecurrentContainer,
+    param_groups,
+    prune_by_magnitude,
+)
 from sj_spatial.baselines import FreeDelayLinear, FreeDelayRecurrentContainer
 
 from reference import spec_linear, spec_recurrence
@@ -66,6 +71,23 @@ def test_parameters_state_dict_and_param_groups():
     assert "free delays" in repr(layer) and "dim=" not in repr(layer)
 
 
+def test_a_seed_gives_the_weights_of_the_spatial_layer_of_the_same_shape():
+    pairs = [
+        (lambda: SpatialDelayLinear(5, 3, dim=1), lambda: FreeDelayLinear(5, 3)),
+        (
+            lambda: SpatialRecurrentContainer(nn.Tanh(), 4, dim=1),
+            lambda: FreeDelayRecurrentContainer(nn.Tanh(), 4),
+        ),
+    ]
+    for make_spatial, make_free in pairs:
+        torch.manual_seed(7)
+        spatial = make_spatial()
+        torch.manual_seed(7)
+        free = make_free()
+        assert torch.equal(free.weight, spatial.weight) and torch.equal(free.bias, spatial.bias)
+        assert not isinstance(free, type(spatial))  # siblings: free delays have no positions
+
+
 def test_non_finite_delay_is_rejected():
     layer = FreeDelayLinear(2, 2, step_mode="m")
     with torch.no_grad():
@@ -84,3 +106,16 @@ def test_wiring_cost_refuses_free_delays_with_a_clear_error():
 
     with pytest.raises(TypeError, match="free per-synapse delays have no distances"):
         WiringCost(nn.Sequential(FreeDelayLinear(3, 2)))()
+
+
+def test_prune_by_magnitude_masks_the_weakest_free_delay_synapses():
+    torch.manual_seed(6)
+    rec = FreeDelayRecurrentContainer(nn.Tanh(), 4, step_mode="m", max_delay=3).to(D64)
+    weakest = torch.argsort(rec.weight.detach().abs().flatten())[:8]  # 0.5 * 16
+    prune_by_magnitude(rec, 0.5)
+    assert set(torch.nonzero(~rec.weight_mask.flatten()).flatten().tolist()) == set(
+        weakest.tolist()
+    )
+    x = torch.randn(10, 2, 4, dtype=D64)
+    w, b, delays = rec.effective_weight().detach(), rec.bias.detach(), rec.delays().detach()
+    assert torch.allclose(rec(x), spec_recurrence(x, torch.tanh, w, b, delays), atol=1e-12)
