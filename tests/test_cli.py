@@ -264,7 +264,7 @@ def test_failed_or_interrupted_saves_leave_the_last_checkpoint(
     before = path.read_bytes()
 
     def failing_save(obj, f):
-        Path(f).write_bytes(b"half a checkpo")
+        f.write(b"half a checkpo")
         raise OSError("disk full")
 
     monkeypatch.setattr(cli.torch, "save", failing_save)

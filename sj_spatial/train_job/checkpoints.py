@@ -47,8 +47,10 @@ def save_checkpoint(state: dict, path: Path) -> None:
     flushed to disk and renamed, so readers see the old or the new file, never a part."""
     # Earlier versions wrote through PATH.tmp, which a killed save left behind.
     path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a file object: torch.save names the records inside the archive after a path
+    # it is given, and the temporary name holds the host and process.
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
