@@ -227,3 +227,21 @@ def test_spatial_recurrent_container_same_with_and_without_cpu_kernel():
     assert_close(y, y_ref, torch.float64)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         assert_close(g, g_ref, torch.float64)
+
+
+def test_numba_thread_count_is_set_once_not_on_every_call(monkeypatch):
+    if cpu.numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    calls = []
+    monkeypatch.setattr(cpu.numba, "set_num_threads", calls.append)
+    monkeypatch.setattr(cpu, "_threads_set", {})
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)  # every call uses the thread pool
+    x, weight, taps, frac, num_taps, t_out = small()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(3):
+            cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+    finally:
+        torch.set_num_threads(previous)
+    assert calls == [2]

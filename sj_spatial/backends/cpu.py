@@ -20,6 +20,8 @@ first. Zero inputs are not skipped: rows are read whole, in vectorised loops.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from . import dense
@@ -256,14 +258,26 @@ def _transpose(a: torch.Tensor) -> torch.Tensor:
     return out
 
 
+#: numba's thread count as last set, per calling thread (numba keeps one per thread).
+_threads_set: dict[int, int] = {}
+
+
+def _use_threads(threads: int) -> None:
+    """Size numba's pool like torch's, calling numba only when that changed (asking numba
+    costs more than a dict lookup, and the recurrent layers call once per time step)."""
+    caller = threading.get_ident()
+    if _threads_set.get(caller) != threads:
+        numba.set_num_threads(threads)
+        _threads_set[caller] = threads
+
+
 def _schedule(work: int, rows: int) -> tuple[bool, int]:
     """Whether to use the thread pool (sized like torch's intra-op pool) and the block size:
     at most ``BLOCK`` rows, and at least four blocks per thread when there are enough."""
     threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     if threads < 2 or work < PARALLEL_MIN_WORK:
         return False, BLOCK
-    if numba.get_num_threads() != threads:  # set only on a change (per calling thread)
-        numba.set_num_threads(threads)
+    _use_threads(threads)
     return True, max(1, min(BLOCK, rows // (4 * threads)))
 
 
