@@ -130,22 +130,23 @@ def delayed_recurrence(
     ``r[t] = bias + sum_i w[j,i] ((1-f) s[t-1-k, i] + f s[t-2-k, i])``. ``history`` holds
     the outputs before ``x[0]`` (chronological, at most ``max_delay + 2`` steps of
     ``[*batch, n]``). ``cell``: the constants of ``step`` when it is a LIF cell
-    (:func:`sj_spatial.cells.lif_cell`); with ``backend='cupy'`` and no history such a
-    cell runs all steps in one fused kernel instead of calling ``step``. Under autocast
-    ``r`` has the autocast dtype and ``s`` the dtype ``step`` gives ``x[t] + r[t]``
-    (float32 for a float32 ``x``).
+    (:func:`sj_spatial.cells.lif_cell`); without a history such a cell runs all steps in
+    one fused kernel instead of calling ``step``, where the kernel has one
+    (:func:`sj_spatial.backends.fused_lif`: CuPy, and numba on CPU; T >= 2). Under
+    autocast the step-by-step ``r`` has the autocast dtype (the fused kernels keep it in
+    float32) and ``s`` the dtype ``step`` gives ``x[t] + r[t]`` (float32 for a float32
+    ``x``).
     """
     check_dtypes(x, weight)
     synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x)
     keep = synapses.window
     if x.shape[0] == 0:  # an empty sequence: nothing happens, the memory stays as it was
         return Recurrence(x.new_zeros(x.shape), history, None)
-    if backend == "cupy" and cell is not None and history is None and x.numel():
-        from .backends import cuda_lif
-
-        if cuda_lif.fits(x):
-            s, state = _fused_lif(x, cell, synapses)
-            return Recurrence(s, s[-keep:], state)
+    fused = None if cell is None else backends.fused_lif(backend, x.device, cpu_kernel)
+    # One step reads no earlier spikes: the loop leaves the weight out of the graph.
+    if fused is not None and history is None and x.shape[0] > 1 and x.numel() and fused.fits(x):
+        s, state = _fused_lif(fused, x, cell, synapses)
+        return Recurrence(s, s[-keep:], state)
     outputs = []
     for x_t in x:
         # The last history entry is s[t-1]: reading it at lag k gives s[t-1-k]; without a
@@ -157,13 +158,11 @@ def delayed_recurrence(
     return Recurrence(torch.stack(outputs), history, None)
 
 
-@torch.compiler.disable  # CuPy launches: a graph break under torch.compile
-def _fused_lif(x, cell: LIFCell, synapses: _Synapses) -> tuple[torch.Tensor, CellState]:
-    """All T steps of a fresh LIF population in one CUDA kernel; ``x [T, *batch, n]``."""
-    from .backends import cuda_lif
-
+def _fused_lif(fused, x, cell: LIFCell, synapses: _Synapses) -> tuple[torch.Tensor, CellState]:
+    """All T steps of a fresh LIF population in one call of ``fused.lif_recurrence``;
+    ``x [T, *batch, n]``."""
     t_in, batch, n = x.shape[0], x.shape[1:-1], x.shape[-1]
-    s, state = cuda_lif.lif_recurrence(
+    s, state = fused.lif_recurrence(
         x.reshape(t_in, -1, n),
         synapses.weight,
         synapses.taps,

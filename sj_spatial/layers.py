@@ -315,7 +315,13 @@ class _DelayedRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentConta
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_single_step(self.sub_module)
-        fresh = self.backend == "cupy" and self.output_history is None
+        # A fresh sequence of a LIF cell runs in one fused kernel where there is one; not
+        # inside a compiled graph (the numba and CuPy loops are opaque calls to dynamo).
+        fresh = (
+            self.output_history is None
+            and not torch.compiler.is_compiling()
+            and backends.fused_lif(self.backend, self.weight.device, self.cpu_kernel) is not None
+        )
         s, self.output_history, cell_state = delayed_recurrence(
             x,
             self.sub_module,

@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from sj_spatial.backends import contract, cpu, cuda, cuda_lif, dense
+from sj_spatial.backends import contract, cpu, cpu_lif, cuda, cuda_lif, dense
 
 from cuda_emu import EmuRunner, compile_kernels, compiler
 
@@ -31,6 +31,8 @@ def test_autograd_functions_take_arguments_in_the_contract_order():
     assert fused == MATMUL[:5] + ["bias", "cell"]
     assert parameters(cuda_lif.lif_recurrence) == [*fused, "runner"]
     assert parameters(cuda_lif.LIFRecurrence.forward, skip=1) == [*fused, "runner"]
+    assert parameters(cpu_lif.lif_recurrence) == fused
+    assert parameters(cpu_lif.LIFRecurrence.forward, skip=1) == fused
 
 
 def test_tap_coefficients_are_near_then_far():

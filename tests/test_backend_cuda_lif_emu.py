@@ -177,7 +177,7 @@ def test_paper_model_cell_runs_fused_and_continues_like_the_generic_loop(emu, mo
     synapses = _Synapses(
         rec.weight, rec.bias, rec.delays(), rec.max_delay, rec.delay_mode, "torch", None, x
     )
-    got, state = _fused_lif(x, lif_cell(fused_cell), synapses)
+    got, state = _fused_lif(cuda_lif, x, lif_cell(fused_cell), synapses)
     set_cell_state(fused_cell, state)  # as the container does
     want = rec(x)
     assert want.sum() > 0 and torch.equal(got, want)

@@ -6,7 +6,8 @@ window, t_out)`` with the semantics of the dense reference :mod:`.dense`.
 - ``backend="cupy"``: :mod:`.cuda` (CUDA tensors), plus the fused recurrent LIF loop of
   :mod:`.cuda_lif`.
 - ``backend="torch"``: on CPU tensors the layer's ``cpu_kernel``: ``"numba"``
-  (:mod:`.cpu`) or ``"dense"`` (:mod:`.dense`); on any other device :mod:`.dense`.
+  (:mod:`.cpu`, plus the fused recurrent LIF loop of :mod:`.cpu_lif`) or ``"dense"``
+  (:mod:`.dense`); on any other device :mod:`.dense`.
 
 A layer's ``cpu_kernel`` defaults to :func:`default_cpu_kernel`: ``"numba"``, or
 ``"dense"`` where the environment variable ``SJ_SPATIAL_CPU_KERNEL`` is ``0`` or
@@ -105,3 +106,18 @@ def select(backend: str, device: torch.device, cpu_kernel: str | None = None) ->
 
         return cpu
     return dense
+
+
+def fused_lif(backend: str, device: torch.device, cpu_kernel: str | None = None):
+    """The module whose ``lif_recurrence`` runs a recurrent LIF population's whole
+    sequence on ``backend``/``device`` (:class:`~.contract.FusedLIF`), or None."""
+    name = implementation(backend, device, cpu_kernel)
+    if name == "cupy":
+        from . import cuda_lif
+
+        return cuda_lif
+    if name == "numba":
+        from . import cpu_lif
+
+        return cpu_lif
+    return None

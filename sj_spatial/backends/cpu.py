@@ -370,16 +370,30 @@ def _backward(
         if first > 0:  # steps before the window get no gradient
             grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
     if need_wf:
-        parallel, block = _schedule(work, n_out)
-        dot_near, dot_far = torch.empty_like(w), torch.empty_like(w)
-        kernel = _dots_parallel if parallel else _dots_serial
-        kernel(
-            g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, dot_near.numpy(), dot_far.numpy(), block
-        )
-        diff = dot_far - dot_near
-        grad_w = torch.addcmul(dot_near, f, diff).to(weight.dtype)
-        grad_f = (w * diff).to(frac.dtype)
+        grad_w, grad_f = weight_frac_grads_from_rows(g, xp, weight, taps, frac, n, o0)
     return grad_x, grad_w, grad_f
+
+
+def weight_frac_grads_from_rows(
+    g: torch.Tensor,
+    xp: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    n: int,
+    o0: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dweight, dL/dfrac)`` from the output gradient rows ``g [out, t_out * n]`` and
+    the input rows ``xp [in, rows * n]`` (time-major blocks of ``n`` samples) whose step
+    ``o0`` is the first output step's lag 0."""
+    w, f = weight.detach().to(xp.dtype), frac.detach().to(xp.dtype)
+    parallel, block = _schedule(w.numel() * g.shape[1], w.shape[0])
+    dot_near, dot_far = torch.empty_like(w), torch.empty_like(w)
+    kernel = _dots_parallel if parallel else _dots_serial
+    k = taps.detach().contiguous()
+    kernel(g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, dot_near.numpy(), dot_far.numpy(), block)
+    diff = dot_far - dot_near
+    return torch.addcmul(dot_near, f, diff).to(weight.dtype), (w * diff).to(frac.dtype)
 
 
 def _save(ctx, x, weight, taps, frac, window, t_out, xp) -> None:

@@ -294,6 +294,7 @@ class LIFRecurrence(torch.autograd.Function):
         return grad_x, grad_w, None, grad_f, None, grad_b, None, None
 
 
+@torch.compiler.disable  # CuPy launches: a graph break under torch.compile
 def lif_recurrence(
     x: torch.Tensor,
     weight: torch.Tensor,

@@ -1,0 +1,252 @@
+"""Fused CPU time loop for a spatially delayed recurrent LIF population (numba).
+
+The :class:`~.contract.FusedLIF` contract on CPU tensors: all T steps of a fresh
+population of :class:`~.contract.LIFCell` neurons in one forward and one backward call,
+instead of one delayed matmul per time step from Python. The batch is split into blocks
+of :data:`BATCH_BLOCK` samples, one task of the thread pool each; inside a block every
+synapse is two AXPYs over the block's samples per step, and the recurrence in time runs
+in the compiled loop. The weight and fraction gradients are the numba backend's
+reduction (:mod:`.cpu`) over the spike sequence shifted by one step, since ``r[t]`` is a
+delayed matmul of ``s[.. t-1]``.
+
+Arithmetic is in ``x``'s dtype (float32 or float64), in the order of the generic loop of
+:func:`sj_spatial.functional.delayed_recurrence` on the numba backend (the recurrent
+input accumulated over presynaptic neurons in order, then the bias), so that both agree
+to rounding. Limits (:func:`fits`): float32 or float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import cpu
+from .contract import SURROGATES, CellState, LIFCell, tap_coefficients
+
+#: Samples per task of the thread pool (the vector length of the inner loops).
+BATCH_BLOCK = 16
+_HALF_PI = math.pi / 2
+
+if cpu.numba is not None:
+    _parallel = cpu.numba.njit(parallel=True, fastmath=False, cache=True)
+    _helper = cpu.numba.njit(inline="always", fastmath=False, cache=True)
+    _prange = cpu.numba.prange
+else:  # keep the module importable; nothing below is called without numba
+
+    def _parallel(fn):
+        return fn
+
+    _helper = _parallel
+    _prange = range
+
+
+def fits(x: torch.Tensor) -> bool:
+    """Whether the fused loop can run ``x [T, *batch, n]``: numba, float32/float64 on CPU."""
+    return cpu.numba is not None and x.device.type == "cpu" and x.dtype in cpu.DTYPES
+
+
+@_helper
+def _surrogate_grad(x, kind, alpha, one):
+    if kind == 0:  # Sigmoid: alpha * sg * (1 - sg), sg = sigmoid(alpha * x)
+        sg = one / (one + np.exp(-alpha * x))
+        return alpha * sg * (one - sg)
+    ax = (one * _HALF_PI) * alpha * x  # ATan: alpha / 2 / (1 + (pi / 2 * alpha * x)^2)
+    return alpha / (one + one) / (one + ax * ax)
+
+
+@_parallel
+def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, v_last, c_last):
+    """``x [T, n, N]``; ``s_hist [window + T, n, N]`` (rows before ``window`` zero) receives
+    the spikes, ``h_seq [T, n, N]`` the potentials before reset. ``const`` holds values of
+    ``x``'s dtype, so that the arithmetic stays in it."""
+    steps, n, batch = x.shape
+    tau, v_threshold, v_reset, syn_decay, zero, one = const  # v_reset is 0 for a soft reset
+    hard, decay_input = flags
+    blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
+    for blk in _prange(blocks):
+        lo = blk * BATCH_BLOCK
+        hi = min(lo + BATCH_BLOCK, batch)
+        v = v0[:, lo:hi].copy()
+        c = np.zeros_like(v)
+        r = np.zeros_like(v)
+        for t in range(steps):
+            now = window + t
+            for j in range(n):
+                rj = r[j]
+                rj[:] = zero
+                for i in range(n):
+                    a = near[j, i]
+                    b = far[j, i]
+                    row = now - 1 - taps[j, i]
+                    xa = s_hist[row, i, lo:hi]
+                    xb = s_hist[row - 1, i, lo:hi]
+                    for q in range(hi - lo):
+                        rj[q] += a * xa[q] + b * xb[q]
+            for j in range(n):
+                for q in range(hi - lo):
+                    cq = syn_decay * c[j, q] + (x[t, j, lo + q] + (r[j, q] + bias[j]))
+                    c[j, q] = cq
+                    vq = v[j, q]
+                    if decay_input:
+                        h = vq + (cq - (vq - v_reset)) / tau
+                    else:
+                        h = vq - (vq - v_reset) / tau + cq
+                    spike = one if h - v_threshold >= zero else zero
+                    h_seq[t, j, lo + q] = h
+                    s_hist[now, j, lo + q] = spike
+                    if hard:
+                        v[j, q] = v_reset if spike != zero else h
+                    else:
+                        v[j, q] = h - spike * v_threshold
+        v_last[:, lo:hi] = v
+        c_last[:, lo:hi] = c
+
+
+@_parallel
+def _backward(
+    grad_s, grad_v_last, grad_c_last, near_t, far_t, taps_t, s_hist, h_seq, window, const,
+    flags, grad_in,
+):  # fmt: skip
+    """Reverse time loop; ``grad_in [T + window, n, N]`` (rows from ``T`` zero) receives
+    dL/d(input current)[t], which is dL/dx[t] and dL/dr[t]. ``*_t``: ``[in, out]``."""
+    steps, n, batch = grad_s.shape
+    tau, v_threshold, v_reset, syn_decay, zero, one, alpha = const
+    hard, decay_input, detach, kind = flags
+    leak = one - one / tau
+    blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
+    for blk in _prange(blocks):
+        lo = blk * BATCH_BLOCK
+        hi = min(lo + BATCH_BLOCK, batch)
+        gv = grad_v_last[:, lo:hi].copy()  # dL/dv[t]
+        gc = grad_c_last[:, lo:hi].copy()  # dL/dc[t] from later steps
+        gs = np.zeros_like(gv)
+        for t in range(steps - 1, -1, -1):
+            # s[t, i] reaches r[t + 1 + k, j] with weight near and r[t + 2 + k, j] with far.
+            for i in range(n):
+                gsi = gs[i]
+                gsi[:] = grad_s[t, i, lo:hi]
+                for j in range(n):
+                    a = near_t[i, j]
+                    b = far_t[i, j]
+                    row = t + 1 + taps_t[i, j]
+                    ga = grad_in[row, j, lo:hi]
+                    gb = grad_in[row + 1, j, lo:hi]
+                    for q in range(hi - lo):
+                        gsi[q] += a * ga[q] + b * gb[q]
+            for i in range(n):
+                for q in range(hi - lo):
+                    h = h_seq[t, i, lo + q]
+                    spike = s_hist[window + t, i, lo + q]
+                    dv_dh = one - spike if hard else one
+                    if detach:
+                        dv_ds = zero
+                    else:
+                        dv_ds = v_reset - h if hard else -v_threshold
+                    sg = _surrogate_grad(h - v_threshold, kind, alpha, one)
+                    gh = gv[i, q] * dv_dh + (gs[i, q] + gv[i, q] * dv_ds) * sg
+                    g = gc[i, q] + (gh / tau if decay_input else gh)
+                    grad_in[t, i, lo + q] = g
+                    gc[i, q] = g * syn_decay
+                    gv[i, q] = gh * leak
+
+
+def _constants(cell: LIFCell, dtype: torch.dtype, backward: bool) -> tuple[tuple, tuple]:
+    """The kernels' ``(const, flags)``: numbers in ``dtype``'s numpy type, and switches."""
+    real = np.float64 if dtype == torch.float64 else np.float32
+    hard = cell.v_reset is not None
+    const = (cell.tau, cell.v_threshold, cell.v_reset if hard else 0.0, cell.synapse_decay)
+    const += (0.0, 1.0) + ((cell.alpha,) if backward else ())
+    flags = (hard, cell.decay_input)
+    if backward:
+        flags += (cell.detach_reset, SURROGATES.index(cell.surrogate))
+    return tuple(real(c) for c in const), flags
+
+
+def _batch_minor(seq: torch.Tensor) -> torch.Tensor:
+    """``[T, N, n]`` -> contiguous ``[T, n, N]`` (the kernels' layout), and back."""
+    return seq.transpose(1, 2).contiguous()
+
+
+class LIFRecurrence(torch.autograd.Function):
+    """``apply(x, weight, taps, frac, window, bias, cell) -> (s, v_last, c_last)``, ``x``
+    ``[T, N, n]``, for a fresh LIF population (behind an optional exponential synapse)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, taps, frac, window, bias, cell):
+        steps, batch, n = x.shape
+        dtype = x.dtype
+        near, far = tap_coefficients(weight, frac, dtype)
+        k = taps.detach().contiguous()
+        b = x.new_zeros(n) if bias is None else bias.detach().to(dtype).contiguous()
+        v0 = x.new_full((n, batch), cell.v_init)
+        s_hist = x.new_zeros(window + steps, n, batch)
+        h_seq = x.new_empty(steps, n, batch)
+        v_last, c_last = x.new_empty(n, batch), x.new_empty(n, batch)
+        xs = _batch_minor(x.detach())
+        _forward(
+            *(t.numpy() for t in (xs, near, far, k, b, v0)),
+            window,
+            *_constants(cell, dtype, backward=False),
+            *(t.numpy() for t in (s_hist, h_seq, v_last, c_last)),
+        )
+        ctx.save_for_backward(weight, taps, frac, near, far, s_hist, h_seq)
+        ctx.cell, ctx.window = cell, window
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        s = _batch_minor(s_hist[window:])
+        return s, v_last.t().contiguous(), c_last.t().contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_v_last, grad_c_last):
+        weight, taps, frac, near, far, s_hist, h_seq = ctx.saved_tensors
+        window = ctx.window
+        steps, n, batch = h_seq.shape
+        dtype = h_seq.dtype
+
+        def batch_minor(g, shape):
+            return h_seq.new_zeros(shape) if g is None else g.to(dtype).transpose(-1, -2)
+
+        gs = batch_minor(grad_s, (steps, batch, n)).contiguous()
+        gv = batch_minor(grad_v_last, (batch, n)).contiguous()
+        gc = batch_minor(grad_c_last, (batch, n)).contiguous()
+        grad_in = h_seq.new_zeros(steps + window, n, batch)
+        tt = (near.t().contiguous(), far.t().contiguous(), taps.detach().t().contiguous())
+        _backward(
+            *(t.numpy() for t in (gs, gv, gc, *tt, s_hist, h_seq)),
+            window,
+            *_constants(ctx.cell, dtype, backward=True),
+            grad_in.numpy(),
+        )
+        g = grad_in[:steps]  # [T, n, N]
+        need_x, need_w, _, need_f, _, need_b, _ = ctx.needs_input_grad
+        grad_w = grad_f = grad_b = None
+        if need_w or need_f:
+            # r[t] reads s[.. t-1]: the numba reduction over the history without its last
+            # row, whose rows per neuron are s_hist[:-1, i, :] (time-major blocks of N).
+            rows = s_hist[:-1].transpose(0, 1).reshape(n, -1)
+            grads = g.transpose(0, 1).reshape(n, -1)
+            grad_w, grad_f = cpu.weight_frac_grads_from_rows(
+                grads, rows, weight, taps, frac, batch, window - 1
+            )
+        if need_b:
+            grad_b = g.sum((0, 2)).to(ctx.bias_dtype)
+        grad_x = _batch_minor(g) if need_x else None
+        return grad_x, grad_w, None, grad_f, None, grad_b, None
+
+
+@torch.compiler.disable  # a numba call: a graph break under torch.compile
+def lif_recurrence(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    window: int,
+    bias: torch.Tensor | None,
+    cell: LIFCell,
+) -> tuple[torch.Tensor, CellState]:
+    """The :class:`~.contract.FusedLIF` contract on CPU: ``s[t] = LIF(c[t])``,
+    ``c[t] = synapse_decay * c[t-1] + x[t] + r[t]`` over ``x: [T, N, n]`` on a fresh cell;
+    returns ``(s, CellState(v_last, c_last))``."""
+    s, v_last, c_last = LIFRecurrence.apply(x, weight, taps, frac, window, bias, cell)
+    return s, CellState(v_last, c_last)
