@@ -7,8 +7,12 @@ before ``LIFNode(tau=20, decay_input=False)``) -> ``nn.Linear(128, 20)`` readout
 over time -> cross-entropy. One training step = forward + backward. Methods:
 
 - ``plain``: the same model without delays, the loop ``s[t] = lif(x[t] + s[t-1] W^T + b)``.
+- ``sj-recurrent``: the same with spikingjelly's ``layer.LinearRecurrentContainer``.
 - ``spatial-cpu`` / ``spatial-dense`` / ``spatial-cupy``: the recurrent layer is a
-  ``SpatialRecurrentContainer`` (numba CPU kernel, dense reference, CuPy backend).
+  ``SpatialRecurrentContainer`` (numba CPU kernels with the fused LIF loop, dense
+  reference, CuPy backend with its fused loop).
+- ``spatial-cpu-loop``: ``spatial-cpu`` with the step-by-step loop (one numba call per
+  time step) instead of the fused one.
 
 Writes ``recurrent.json``, ``recurrent.md`` and ``recurrent_time_vs_max_delay.png`` into
 ``--out``. See benchmarks/README.md.
@@ -21,13 +25,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from bench_layers import Skip, machine_info, make_parser, measure, plot, resolve, spikes, write
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from sj_spatial import SpatialRecurrentContainer, backends
 from sj_spatial.models import ExponentialSynapse
 
-METHODS = ("plain", "spatial-cpu", "spatial-dense", "spatial-cupy")
+METHODS = (
+    "plain",
+    "sj-recurrent",
+    "spatial-cpu",
+    "spatial-cpu-loop",
+    "spatial-dense",
+    "spatial-cupy",
+)
 
 #: (T, batch, max_delay, repeats); the paper's T=1000, batch 256 is the GPU default.
 DEFAULTS = {
@@ -74,18 +85,25 @@ def model_step(
     device = x.device
     if method == "plain":
         recurrent = PlainRecurrent(hidden, cell)
+    elif method == "sj-recurrent":
+        recurrent = layer.LinearRecurrentContainer(make_cell(cell), hidden, hidden, step_mode="m")
     else:
         backend = "cupy" if method == "spatial-cupy" else "torch"
         if method == "spatial-cupy" and device.type != "cuda":
             raise Skip("CUDA only")
-        if method == "spatial-cpu":
+        if method in ("spatial-cpu", "spatial-cpu-loop"):
             if device.type != "cpu":
                 raise Skip("CPU only")
             if backends.numba_missing():
                 raise Skip(backends.numba_missing())
+        # Wrapped in a Sequential the same cell is not one the fused kernels recognise:
+        # spatial-cpu-loop is the step-by-step loop of the same model.
+        sub_module = make_cell(cell)
+        if method == "spatial-cpu-loop":
+            sub_module = nn.Sequential(sub_module)
         try:
             recurrent = SpatialRecurrentContainer(
-                make_cell(cell),
+                sub_module,
                 hidden,
                 step_mode="m",
                 max_delay=max_delay,
@@ -94,7 +112,7 @@ def model_step(
             )
         except ValueError as exc:
             raise Skip(str(exc)) from exc
-        recurrent.cpu_kernel = "numba" if method == "spatial-cpu" else "dense"
+        recurrent.cpu_kernel = "numba" if method.startswith("spatial-cpu") else "dense"
     model = nn.Sequential(nn.Linear(x.shape[-1], hidden), recurrent, nn.Linear(hidden, 20))
     model.to(device)
     labels = torch.randint(0, 20, (x.shape[1],), generator=torch.Generator().manual_seed(0))

@@ -77,9 +77,11 @@ def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, 
                 rj = r[j]
                 rj[:] = zero
                 for i in range(n):
+                    row = now - 1 - taps[j, i]
+                    if row < window:  # both taps read before the first step: zeros
+                        continue
                     a = near[j, i]
                     b = far[j, i]
-                    row = now - 1 - taps[j, i]
                     xa = s_hist[row, i, lo:hi]
                     xb = s_hist[row - 1, i, lo:hi]
                     for q in range(hi - lo):
@@ -128,9 +130,11 @@ def _backward(
                 gsi = gs[i]
                 gsi[:] = grad_s[t, i, lo:hi]
                 for j in range(n):
+                    row = t + 1 + taps_t[i, j]
+                    if row >= steps:  # both taps reach past the last step: no gradient
+                        continue
                     a = near_t[i, j]
                     b = far_t[i, j]
-                    row = t + 1 + taps_t[i, j]
                     ga = grad_in[row, j, lo:hi]
                     gb = grad_in[row + 1, j, lo:hi]
                     for q in range(hi - lo):
