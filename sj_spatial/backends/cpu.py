@@ -271,6 +271,14 @@ def _use_threads(threads: int) -> None:
         _threads_set[caller] = threads
 
 
+def match_torch_threads() -> int:
+    """Size numba's thread pool like torch's intra-op pool (at most numba's maximum);
+    returns the thread count."""
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    _use_threads(threads)
+    return threads
+
+
 def _schedule(work: int, rows: int) -> tuple[bool, int]:
     """Whether to use the thread pool (sized like torch's intra-op pool) and the block size:
     at most ``BLOCK`` rows, and at least four blocks per thread when there are enough."""

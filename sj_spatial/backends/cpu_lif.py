@@ -3,11 +3,12 @@
 The :class:`~.contract.FusedLIF` contract on CPU tensors: all T steps of a fresh
 population of :class:`~.contract.LIFCell` neurons in one forward and one backward call,
 instead of one delayed matmul per time step from Python. The batch is split into blocks
-of :data:`BATCH_BLOCK` samples, one task of the thread pool each; inside a block every
-synapse is two AXPYs over the block's samples per step, and the recurrence in time runs
-in the compiled loop. The weight and fraction gradients are the numba backend's
-reduction (:mod:`.cpu`) over the spike sequence shifted by one step, since ``r[t]`` is a
-delayed matmul of ``s[.. t-1]``.
+of :data:`BATCH_BLOCK` samples, one task of numba's thread pool (sized like torch's)
+each; inside a block every synapse is two AXPYs over the block's samples per step, and
+the recurrence in time runs in the compiled loop. Synapses that read only before the
+first step (forward) or past the last (backward) are skipped. The weight and fraction
+gradients are the numba backend's reduction (:mod:`.cpu`) over the spike sequence
+shifted by one step, since ``r[t]`` is a delayed matmul of ``s[.. t-1]``.
 
 Arithmetic is in ``x``'s dtype (float32 or float64), in the order of the generic loop of
 :func:`sj_spatial.functional.delayed_recurrence` on the numba backend (the recurrent
@@ -189,6 +190,7 @@ class LIFRecurrence(torch.autograd.Function):
         h_seq = x.new_empty(steps, n, batch)
         v_last, c_last = x.new_empty(n, batch), x.new_empty(n, batch)
         xs = _batch_minor(x.detach())
+        cpu.match_torch_threads()
         _forward(
             *(t.numpy() for t in (xs, near, far, k, b, v0)),
             window,
@@ -216,6 +218,7 @@ class LIFRecurrence(torch.autograd.Function):
         gc = batch_minor(grad_c_last, (batch, n)).contiguous()
         grad_in = h_seq.new_zeros(steps + window, n, batch)
         tt = (near.t().contiguous(), far.t().contiguous(), taps.detach().t().contiguous())
+        cpu.match_torch_threads()
         _backward(
             *(t.numpy() for t in (gs, gv, gc, *tt, s_hist, h_seq)),
             window,
