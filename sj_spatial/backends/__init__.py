@@ -92,32 +92,28 @@ def implementation(backend: str, device: torch.device, cpu_kernel: str | None = 
     return default_cpu_kernel() if cpu_kernel is None else cpu_kernel
 
 
+def _modules(name: str) -> tuple[ModuleType, ModuleType | None]:
+    """The modules of kernel ``name``: the delayed matmul's and the fused LIF recurrence's
+    (None for the dense reference); imported on first use, CuPy's only where it runs."""
+    if name == "cupy":
+        from . import cuda, cuda_lif
+
+        return cuda, cuda_lif
+    if name == "numba":
+        from . import cpu, cpu_lif
+
+        return cpu, cpu_lif
+    return dense, None
+
+
 def select(backend: str, device: torch.device, cpu_kernel: str | None = None) -> ModuleType:
     """The module implementing ``delayed_matmul`` for ``backend`` on ``device``."""
     if backend == "cupy" and device.type != "cuda":
         raise ValueError(f"backend='cupy' needs CUDA tensors, got tensors on {device}")
-    name = implementation(backend, device, cpu_kernel)
-    if name == "cupy":
-        from . import cuda
-
-        return cuda
-    if name == "numba":
-        from . import cpu
-
-        return cpu
-    return dense
+    return _modules(implementation(backend, device, cpu_kernel))[0]
 
 
 def fused_lif(backend: str, device: torch.device, cpu_kernel: str | None = None):
     """The module whose ``lif_recurrence`` runs a recurrent LIF population's whole
     sequence on ``backend``/``device`` (:class:`~.contract.FusedLIF`), or None."""
-    name = implementation(backend, device, cpu_kernel)
-    if name == "cupy":
-        from . import cuda_lif
-
-        return cuda_lif
-    if name == "numba":
-        from . import cpu_lif
-
-        return cpu_lif
-    return None
+    return _modules(implementation(backend, device, cpu_kernel))[1]
