@@ -11,13 +11,11 @@ at the same learning rate.
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import base
 from torch import nn
 
-from ._checks import check_finite, check_float, check_int
+from ._checks import check_finite, check_float
 from .layers import (
     DEFAULT_MAX_DELAY,
-    _check_single_step,
     _DelayedLinear,
     _DelayedRecurrentContainer,
 )
@@ -73,13 +71,11 @@ class FreeDelayLinear(_FreeDelays, _DelayedLinear):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        super().__init__()
-        self.in_features = check_int("in_features", in_features, minimum=1)
-        self.out_features = check_int("out_features", out_features, minimum=1)
-        self._init_options(step_mode, 1, max_delay, 1.0, delay_mode, backend)
+        self._init_sizes(
+            in_features, out_features, step_mode, 1, max_delay, 1.0, delay_mode, backend
+        )
         _draw_like_positions(in_features, out_features)
-        self._init_synapses(out_features, in_features, bias)
-        self.register_memory("input_history", None)
+        self._init_weights(bias)
         self._init_delays(out_features, in_features, init_max)
 
 
@@ -103,14 +99,9 @@ class FreeDelayRecurrentContainer(_FreeDelays, _DelayedRecurrentContainer):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
-        if not isinstance(sub_module, nn.Module):
-            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
-        _check_single_step(sub_module)
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self._init_options(step_mode, 1, max_delay, 1.0, delay_mode, backend)
-        self.sub_module = sub_module
+        self._init_sizes(
+            sub_module, num_features, step_mode, 1, max_delay, 1.0, delay_mode, backend
+        )
         _draw_like_positions(num_features)
-        self._init_synapses(num_features, num_features, bias)
-        self.register_memory("output_history", None)
+        self._init_weights(bias)
         self._init_delays(num_features, num_features, init_max)

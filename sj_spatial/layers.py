@@ -188,6 +188,20 @@ class _DelayedLinear(_SpatialModule):
     ``input_history`` memory, and defines ``delays()``.
     """
 
+    def _init_sizes(self, in_features: int, out_features: int, *options) -> None:
+        """A constructor's first part: sizes and options (``_init_options``' arguments).
+        The subclass then adds what sets its delays, then calls :meth:`_init_weights`
+        (in this order, so that a seed gives the same positions and weights)."""
+        base.MemoryModule.__init__(self)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self._init_options(*options)
+
+    def _init_weights(self, bias: bool) -> None:
+        """A constructor's last part: weight, bias and the input memory."""
+        self._init_synapses(self.out_features, self.in_features, bias)
+        self.register_memory("input_history", None)
+
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps (every forward calls it)."""
         raise NotImplementedError
@@ -253,14 +267,12 @@ class SpatialDelayLinear(_DelayedLinear):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        super().__init__()
-        self.in_features = check_int("in_features", in_features, minimum=1)
-        self.out_features = check_int("out_features", out_features, minimum=1)
-        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
+        self._init_sizes(
+            in_features, out_features, step_mode, dim, max_delay, delay_scale, delay_mode, backend
+        )
         self.pre_positions = _population("pre_positions", pre_positions, in_features, dim)
         self.post_positions = _population("post_positions", post_positions, out_features, dim)
-        self._init_synapses(out_features, in_features, bias)
-        self.register_memory("input_history", None)
+        self._init_weights(bias)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[out, in]`` in time steps (ValueError for non-finite
@@ -308,6 +320,23 @@ class _DelayedRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentConta
         for module in self.sub_module.modules():
             if isinstance(module, base.MemoryModule):
                 detach_memories(module)
+
+    def _init_sizes(self, sub_module: nn.Module, num_features: int, *options) -> None:
+        """A constructor's first part: the checked sub-module, size and options
+        (``_init_options``' arguments); then the subclass's delays, then
+        :meth:`_init_weights`."""
+        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
+        if not isinstance(sub_module, nn.Module):
+            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
+        _check_single_step(sub_module)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self._init_options(*options)
+        self.sub_module = sub_module
+
+    def _init_weights(self, bias: bool) -> None:
+        """A constructor's last part: weight, bias and the spike memory."""
+        self._init_synapses(self.num_features, self.num_features, bias)
+        self.register_memory("output_history", None)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps, without the recurrent extra step."""
@@ -388,16 +417,11 @@ class SpatialRecurrentContainer(_DelayedRecurrentContainer):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
-        if not isinstance(sub_module, nn.Module):
-            raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
-        _check_single_step(sub_module)
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self._init_options(step_mode, dim, max_delay, delay_scale, delay_mode, backend)
-        self.sub_module = sub_module
+        self._init_sizes(
+            sub_module, num_features, step_mode, dim, max_delay, delay_scale, delay_mode, backend
+        )
         self.positions = _population("positions", positions, num_features, dim)
-        self._init_synapses(num_features, num_features, bias)
-        self.register_memory("output_history", None)
+        self._init_weights(bias)
 
     def delays(self) -> torch.Tensor:
         """Real-valued delays ``[n, n]`` in time steps (without the recurrent extra step;
