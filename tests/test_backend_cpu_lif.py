@@ -6,33 +6,16 @@ import copy
 
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
 from sj_spatial import SpatialRecurrentContainer, backends
 from sj_spatial.backends import cpu, cpu_lif
 from sj_spatial.models import ExponentialSynapse, recurrent_shd_model
 
+from lif_cases import LIF_VARIANTS, cell, final_state
+
 pytestmark = pytest.mark.skipif(not cpu.available(), reason="numba is not installed")
-
-LIF_VARIANTS = {
-    "hard-decay-sigmoid": dict(tau=2.0),
-    "hard-nodecay-atan": dict(tau=20.0, decay_input=False, surrogate_function=surrogate.ATan()),
-    "soft-sigmoid2": dict(tau=5.0, v_reset=None, surrogate_function=surrogate.Sigmoid(alpha=2.0)),
-    "detach-reset": dict(tau=3.0, detach_reset=True, v_threshold=0.5),
-    "soft-nodecay-detach": dict(tau=4.0, v_reset=None, decay_input=False, detach_reset=True),
-}
-
-
-def cell(variant: str, tau_syn: float | None) -> nn.Module:
-    lif = neuron.LIFNode(**LIF_VARIANTS[variant])
-    return lif if tau_syn is None else nn.Sequential(ExponentialSynapse(tau_syn), lif)
-
-
-def final_state(step) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(step, nn.Sequential):
-        return step[1].v, step[0].state
-    return step.v, None
 
 
 def run(model, x, fused: bool, monkeypatch):
