@@ -3,7 +3,9 @@
 Input: spikes ``[T, N, in_features]`` at a given density; loss: ``sum(output)``. Methods:
 
 - ``linear``: ``nn.Linear`` on ``[T * N, in]`` (no delays, the floor).
-- ``spatial-cpu``: ``SpatialDelayLinear`` (backend ``'torch'``) on the numba CPU kernel.
+- ``spatial-cpu``: ``SpatialDelayLinear`` (backend ``'torch'``) on the numba CPU kernels,
+  as a user runs it: the event kernels or the gather, whichever the backend picks.
+- ``spatial-cpu-gather``: the same layer with the event kernels off (the gather only).
 - ``spatial-dense``: the same layer on the dense reference kernel (``backend='torch'`` with
   the CPU kernel switched off, or on CUDA).
 - ``spatial-cupy``: the same layer with ``backend='cupy'`` (CUDA only).
@@ -19,6 +21,7 @@ from one run under the same load. Writes ``results.json``, ``results.md`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import importlib.metadata
@@ -38,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sj_spatial import SpatialDelayLinear, backends
 
-METHODS = ("linear", "spatial-cpu", "spatial-dense", "spatial-cupy", "dcls")
+METHODS = ("linear", "spatial-cpu", "spatial-cpu-gather", "spatial-dense", "spatial-cupy", "dcls")
 
 #: Defaults per device: (T, batch, max_delay, repeats). T=1000 / batch 256 only on GPU.
 DEFAULTS = {
@@ -199,7 +202,7 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
         if device.type != "cuda":
             raise Skip("CUDA only")
         backend = "cupy"
-    elif method == "spatial-cpu":
+    elif method in ("spatial-cpu", "spatial-cpu-gather"):
         if device.type != "cpu":
             raise Skip("CPU only")
         if backends.numba_missing():
@@ -217,13 +220,29 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
     except ValueError as exc:  # e.g. backend='cupy' without CuPy
         raise Skip(str(exc)) from exc
     layer.cpu_kernel = cpu_kernel
+    gather_only = method == "spatial-cpu-gather"
 
     def step() -> None:
         _zero_grad(layer, x)
         layer.reset()
-        layer(x).sum().backward()
+        with events_off(gather_only):
+            layer(x).sum().backward()
 
     return step
+
+
+@contextlib.contextmanager
+def events_off(off: bool):
+    """The numba backend's event kernels switched off while the block runs (if ``off``)."""
+    from sj_spatial.backends import cpu_events
+
+    saved = cpu_events.MIN_WORK
+    if off:
+        cpu_events.MIN_WORK = 2**62  # no call is large enough to count its events
+    try:
+        yield
+    finally:
+        cpu_events.MIN_WORK = saved
 
 
 def dcls_kernel_size(max_delay: int) -> int:

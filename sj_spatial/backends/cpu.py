@@ -24,12 +24,13 @@ import threading
 
 import torch
 
-from . import dense
-
-try:
-    import numba
-except ImportError:  # the package works without numba, on the dense backend
-    numba = None
+from . import cpu_events, dense
+from ._numba import dot_helper as _dot_helper
+from ._numba import helper as _helper
+from ._numba import jit as _jit
+from ._numba import numba
+from ._numba import parallel as _parallel
+from ._numba import prange as _prange
 
 #: Most output (forward, weight gradient) or input (input gradient) neurons per block:
 #: the rows of one block stay in cache while the other side's rows stream past them.
@@ -46,22 +47,6 @@ def available() -> bool:
 #: Below this many multiply-adds a call runs on the calling thread: waking the thread
 #: pool would cost more than it saves (the recurrent layers call once per time step).
 PARALLEL_MIN_WORK = 1 << 20
-
-if numba is not None:
-    _jit = numba.njit(fastmath=False, cache=True)
-    _parallel = numba.njit(parallel=True, fastmath=False, cache=True)
-    _helper = numba.njit(inline="always", fastmath=False, cache=True)
-    # Reassociation lets LLVM vectorise the sums of the dot products (another summation
-    # order, as any BLAS uses).
-    _dot_helper = numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-    _prange = numba.prange
-else:  # keep the module importable; nothing below is called without numba
-
-    def _jit(fn):
-        return fn
-
-    _parallel = _helper = _dot_helper = _jit
-    _prange = range
 
 
 @_helper
@@ -346,6 +331,38 @@ def _forward(
     return _transpose(y).view(t_out, n, -1).to(x.dtype), xp
 
 
+def _grad_input(
+    g: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    t_in: int,
+    first: int,
+    o0: int,
+    n: int,
+) -> torch.Tensor:
+    """``grad_x [t_in, N, in]`` from the output gradient rows ``g [out, t_out * N]``."""
+    n_in = weight.shape[1]
+    w, f = weight.detach().to(g.dtype), frac.detach().to(g.dtype)
+    parallel, block = _schedule(w.numel() * g.shape[1], n_in)
+    far = w * f
+    near = w - far
+    gxp = g.new_zeros(n_in, (t_in - first) * n)
+    kernel = _grad_input_parallel if parallel else _grad_input_serial
+    k = taps.detach().contiguous()
+    kernel(g.numpy(), near.numpy(), far.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
+    grad_x = _transpose(gxp).view(-1, n, n_in)
+    if first > 0:  # steps before the window get no gradient
+        grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
+    return grad_x
+
+
+def _grad_rows(grad_y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The output gradient ``[t_out, N, out]`` as rows ``[out, t_out * N]`` in ``dtype``."""
+    t_out, n, n_out = grad_y.shape
+    return _transpose(grad_y.detach().to(dtype).reshape(t_out * n, n_out))
+
+
 def _backward(
     grad_y: torch.Tensor,
     xp: torch.Tensor,
@@ -359,24 +376,12 @@ def _backward(
     need_wf: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad_x [t_in, N, in], grad_weight, grad_frac)``; the ones not needed are empty."""
-    t_out, n, n_out = grad_y.shape
-    n_in = weight.shape[1]
-    w, f = weight.detach().to(xp.dtype), frac.detach().to(xp.dtype)
-    k = taps.detach().contiguous()
-    g = _transpose(grad_y.detach().to(xp.dtype).reshape(t_out * n, n_out))
-    work = w.numel() * g.shape[1]
+    n = grad_y.shape[1]
+    g = _grad_rows(grad_y, xp.dtype)
     grad_x = grad_y.new_empty(0)
     grad_w, grad_f = weight.new_empty(0), frac.new_empty(0)
     if need_x:
-        parallel, block = _schedule(work, n_in)
-        far = w * f
-        near = w - far
-        gxp = torch.zeros_like(xp)
-        kernel = _grad_input_parallel if parallel else _grad_input_serial
-        kernel(g.numpy(), near.numpy(), far.numpy(), k.numpy(), n, o0 * n, gxp.numpy(), block)
-        grad_x = _transpose(gxp).view(-1, n, n_in).to(grad_y.dtype)
-        if first > 0:  # steps before the window get no gradient
-            grad_x = torch.cat((grad_x.new_zeros(first, n, n_in), grad_x))
+        grad_x = _grad_input(g, weight, taps, frac, t_in, first, o0, n).to(grad_y.dtype)
     if need_wf:
         grad_w, grad_f = weight_frac_grads_from_rows(g, xp, weight, taps, frac, n, o0)
     return grad_x, grad_w, grad_f
@@ -394,14 +399,104 @@ def weight_frac_grads_from_rows(
     """``(dL/dweight, dL/dfrac)`` from the output gradient rows ``g [out, t_out * n]`` and
     the input rows ``xp [in, rows * n]`` (time-major blocks of ``n`` samples) whose step
     ``o0`` is the first output step's lag 0."""
-    w, f = weight.detach().to(xp.dtype), frac.detach().to(xp.dtype)
+    w = weight.detach().to(xp.dtype)
     parallel, block = _schedule(w.numel() * g.shape[1], w.shape[0])
     dot_near, dot_far = torch.empty_like(w), torch.empty_like(w)
     kernel = _dots_parallel if parallel else _dots_serial
     k = taps.detach().contiguous()
     kernel(g.numpy(), xp.numpy(), k.numpy(), n, o0 * n, dot_near.numpy(), dot_far.numpy(), block)
+    return _weight_frac_grads(dot_near, dot_far, weight, frac)
+
+
+def _weight_frac_grads(
+    dot_near: torch.Tensor, dot_far: torch.Tensor, weight: torch.Tensor, frac: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dweight, dL/dfrac)`` from the sums ``dot_near`` (``dot_far``) of input times
+    output gradient through each synapse's near (far) tap: ``y = w (1 - f) x_near + w f
+    x_far`` gives ``dL/dw = dot_near + f (dot_far - dot_near)``, ``dL/df = w (dot_far -
+    dot_near)``."""
+    w, f = weight.detach().to(dot_near.dtype), frac.detach().to(dot_near.dtype)
     diff = dot_far - dot_near
-    return torch.addcmul(dot_near, f, diff).to(weight.dtype), (w * diff).to(frac.dtype)
+    grad_w = torch.addcmul(dot_near, f, diff).to(weight.dtype)
+    return grad_w.contiguous(), (w * diff).to(frac.dtype).contiguous()
+
+
+# The event-driven path (sparse inputs, eager calls): the forward scatters each nonzero
+# input instead of gathering every input, and keeps the events for the weight and
+# fraction gradients instead of the input rows.
+
+
+def _sparse_events(
+    x: torch.Tensor, weight: torch.Tensor, taps: torch.Tensor, window: int, t_out: int
+) -> cpu_events.Events | None:
+    """The events of the input steps the outputs read when the event kernels do less work
+    than the gather, else None. The gather's work is the output values each synapse
+    reaches with data (taps past the last output reach none); the events' is one update
+    per nonzero input and output, :data:`~.cpu_events.EVENT_COST` times dearer. Calls
+    below :data:`~.cpu_events.MIN_WORK` stay on the gather."""
+    t_in, n, n_in = x.shape
+    if n * weight.numel() * t_out < cpu_events.MIN_WORK:
+        return None
+    first, o0 = _rows_read(t_in, t_out, window)
+    gather = n * int(torch.clamp(t_out + o0 - taps.detach(), 0, t_out).sum())
+    if gather < cpu_events.MIN_WORK:
+        return None
+    rows = x.detach()[first:]
+    counts = cpu_events.count(rows)
+    if cpu_events.EVENT_COST * int(counts.sum()) * weight.shape[0] >= gather:
+        return None
+    return cpu_events.events(rows, counts, o0, compute_dtype(x, weight))
+
+
+def _event_tasks(ev: cpu_events.Events, n_out: int) -> int:
+    """Tasks for an event kernel: two per thread of torch's pool, or 1 (the calling thread)
+    for a small call. An event and an output cost about 4 multiply-adds of the gather."""
+    parallel, _ = _schedule(len(ev.values) * n_out * 4, n_out)
+    return 2 * torch.get_num_threads() if parallel else 1
+
+
+def _forward_events(
+    ev: cpu_events.Events,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    taps: torch.Tensor,
+    frac: torch.Tensor,
+    window: int,
+    t_out: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y [t_out, N, out] in x's dtype, the fan-out's taps)``, scattered from the events."""
+    _check_taps(taps, window)
+    fan = cpu_events.fanout(weight, taps, frac, ev.values.dtype)
+    tasks = _event_tasks(ev, weight.shape[0])
+    y = cpu_events.forward(ev, fan, window, x.shape[1], t_out, tasks)
+    return y.to(x.dtype), fan.taps
+
+
+def _backward_events(ctx, grad_y: torch.Tensor) -> tuple:
+    ptr, steps, values, taps_t, weight, taps, frac = ctx.saved_tensors
+    ev = cpu_events.Events(ptr, steps, values)
+    need_x, need_w, _, need_f, _, _ = ctx.needs_input_grad
+    t_in, first, o0 = ctx.span
+    grad_x = grad_w = grad_f = None
+    if need_x:
+        g = _grad_rows(grad_y, values.dtype)
+        grad_x = _grad_input(g, weight, taps, frac, t_in, first, o0, grad_y.shape[1])
+        grad_x = grad_x.to(grad_y.dtype)
+    if need_w or need_f:
+        tasks = _event_tasks(ev, weight.shape[0])
+        g = grad_y.detach().to(values.dtype)
+        dot_near_t, dot_far_t = cpu_events.dots(ev, taps_t, g, ctx.window, tasks)
+        grad_w, grad_f = _weight_frac_grads(
+            _transpose(dot_near_t), _transpose(dot_far_t), weight, frac
+        )
+    return (
+        grad_x,
+        grad_w if need_w else None,
+        None,
+        grad_f if need_f else None,
+        None,
+        None,
+    )
 
 
 def _save(ctx, x, weight, taps, frac, window, t_out, xp) -> None:
@@ -430,12 +525,22 @@ def _grads(ctx, grad_y, backward) -> tuple:
 class _DelayedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, taps, frac, window, t_out):
-        y, xp = _forward(x, weight, taps, frac, window, t_out)
-        _save(ctx, x, weight, taps, frac, window, t_out, xp)
+        ev = _sparse_events(x, weight, taps, window, t_out)
+        ctx.events = ev is not None
+        if ev is None:
+            y, xp = _forward(x, weight, taps, frac, window, t_out)
+            _save(ctx, x, weight, taps, frac, window, t_out, xp)
+            return y
+        y, taps_t = _forward_events(ev, x, weight, taps, frac, window, t_out)
+        ctx.save_for_backward(*ev, taps_t, weight, taps, frac)
+        ctx.span = (x.shape[0], *_rows_read(x.shape[0], t_out, window))
+        ctx.window = window
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
+        if ctx.events:
+            return _backward_events(ctx, grad_y)
         return _grads(ctx, grad_y, _backward)
 
 

@@ -24,23 +24,14 @@ import numpy as np
 import torch
 
 from . import cpu
+from ._numba import helper as _helper
+from ._numba import parallel as _parallel
+from ._numba import prange as _prange
 from .contract import SURROGATES, CellState, LIFCell, tap_coefficients
 
 #: Samples per task of the thread pool (the vector length of the inner loops).
 BATCH_BLOCK = 16
 _HALF_PI = math.pi / 2
-
-if cpu.numba is not None:
-    _parallel = cpu.numba.njit(parallel=True, fastmath=False, cache=True)
-    _helper = cpu.numba.njit(inline="always", fastmath=False, cache=True)
-    _prange = cpu.numba.prange
-else:  # keep the module importable; nothing below is called without numba
-
-    def _parallel(fn):
-        return fn
-
-    _helper = _parallel
-    _prange = range
 
 
 def fits(x: torch.Tensor) -> bool:

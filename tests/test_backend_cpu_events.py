@@ -1,0 +1,152 @@
+"""The event-driven CPU kernels compute what the gather and the dense reference compute,
+and the numba backend picks them for sparse inputs only."""
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from sj_spatial import SpatialDelayLinear
+from sj_spatial.backends import cpu, cpu_events, dense
+
+from matmul_cases import SHAPES, TAPS, assert_close, make_inputs, run
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def events_only(request, monkeypatch):
+    """Every call on the event kernels, on the calling thread or on the thread pool."""
+    monkeypatch.setattr(cpu_events, "MIN_WORK", 0)
+    monkeypatch.setattr(cpu_events, "EVENT_COST", -1)  # even where the gather does nothing
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 2**62)
+    return request.param
+
+
+def spy(monkeypatch) -> list:
+    """Record each call's choice: True for the event kernels, False for the gather."""
+    choices = []
+    decide = cpu._sparse_events
+
+    def recorded(*args):
+        ev = decide(*args)
+        choices.append(ev is not None)
+        return ev
+
+    monkeypatch.setattr(cpu, "_sparse_events", recorded)
+    return choices
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("taps_mode", TAPS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, events_only, monkeypatch):
+    """Shapes include outputs shorter than the input (events before the first output step),
+    taps past the last step, integer delays, pruned synapses and non-binary inputs."""
+    choices = spy(monkeypatch)
+    args = make_inputs(shape, taps_mode, dtype)
+    t_out, n, n_out = shape[5], shape[1], shape[3]
+    grad_y = torch.randn(t_out, n, n_out, dtype=dtype)
+    y, grads = run(cpu, *args, grad_y)
+    y_ref, grads_ref = run(dense, *args, grad_y)
+    assert choices and all(choices)
+    assert y.shape == (t_out, n, n_out)
+    assert_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, dtype)
+
+
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+)
+def test_any_subset_of_gradients(needs, events_only):
+    args = make_inputs((11, 3, 6, 5, 4, 11), "random", torch.float64)
+    grad_y = torch.randn(11, 3, 5, dtype=torch.float64)
+    _, grads = run(cpu, *args, grad_y, needs)
+    _, grads_ref = run(dense, *args, grad_y, needs)
+    assert len(grads) == sum(needs)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, torch.float64)
+
+
+def test_all_zero_input_gives_zero_output_and_gradients(events_only):
+    x, weight, taps, frac, window, t_out = make_inputs(
+        (10, 2, 6, 5, 3, 10), "random", torch.float64
+    )
+    grad_y = torch.randn(t_out, 2, 5, dtype=torch.float64)
+    y, (grad_x, grad_w, grad_f) = run(
+        cpu, torch.zeros_like(x), weight, taps, frac, window, t_out, grad_y
+    )
+    _, (grad_x_ref, _, _) = run(
+        dense, torch.zeros_like(x), weight, taps, frac, window, t_out, grad_y
+    )
+    assert not y.any() and not grad_w.any() and not grad_f.any()
+    assert_close(grad_x, grad_x_ref, torch.float64)
+
+
+def test_the_event_kernels_are_deterministic_whatever_the_thread_count(monkeypatch):
+    """Each output and each gradient sums its terms in one fixed order, whichever block
+    of outputs a task takes: any thread count gives the same bits."""
+    monkeypatch.setattr(cpu_events, "MIN_WORK", 0)
+    monkeypatch.setattr(cpu_events, "EVENT_COST", 0)
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)
+    inputs = make_inputs((30, 5, 19, 70, 7, 30), "random", torch.float32)
+    grad_y = torch.randn(30, 5, 70)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            y, grads = run(cpu, *inputs, grad_y)
+            results.append((y, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_sparse_inputs_take_the_event_kernels_and_dense_ones_the_gather(monkeypatch):
+    """The choice at the sizes of a first SHD layer: 2 % spikes scatter, 50 % gather, and a
+    call too small for the thread pool never counts its events."""
+    choices = spy(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(128, 700, generator=gen) * 0.1
+    delays = torch.rand(128, 700, generator=gen) * 20
+    taps, frac = delays.floor().long(), delays - delays.floor()
+    for density in (0.02, 0.5):
+        x = (torch.rand(50, 8, 700, generator=gen) < density).float()
+        cpu.delayed_matmul(x, weight, taps, frac, 22, 50)
+    x = (torch.rand(5, 1, 700, generator=gen) < 0.02).float()
+    cpu.delayed_matmul(x, weight, taps, frac, 22, 1)  # one step: a recurrent layer's call
+    assert choices == [True, False, False]
+
+
+def test_taps_past_the_sequence_count_against_the_events(monkeypatch):
+    """The gather skips synapses that reach past the last step; the events cannot, so at
+    the same density long delays tip the choice to the gather."""
+    choices = spy(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(128, 700, generator=gen)
+    x = (torch.rand(50, 8, 700, generator=gen) < 0.02).float()
+    for max_delay in (20, 45):
+        taps = torch.full((128, 700), max_delay, dtype=torch.int64)
+        cpu.delayed_matmul(x, weight, taps, torch.zeros(128, 700), max_delay + 2, 50)
+    assert choices == [True, False]
+
+
+def test_spatial_delay_linear_on_spikes_equals_the_dense_kernel(monkeypatch):
+    """The layer as a user runs it on SHD-like spikes: the automatic choice scatters, and
+    outputs and parameter gradients match the dense reference kernel."""
+    choices = spy(monkeypatch)
+    torch.manual_seed(0)
+    layer = SpatialDelayLinear(700, 64, max_delay=20, step_mode="m").double()
+    ref = SpatialDelayLinear(700, 64, max_delay=20, step_mode="m").double()
+    ref.cpu_kernel = "dense"
+    ref.load_state_dict(layer.state_dict())
+    x = (torch.rand(60, 8, 700) < 0.03).double()
+    y, y_ref = layer(x), ref(x)
+    assert choices == [True]
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    for p, p_ref in zip(layer.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-9, atol=1e-10)
