@@ -15,7 +15,11 @@ dtype, as under autocast); when neither is float32/float64 the call falls back t
 
 Skipped work: pruned synapses (weight exactly 0), the far tap of integer delays
 (``f == 0``, the forward and input gradient) and every read of steps before the input's
-first. Zero inputs are not skipped: rows are read whole, in vectorised loops.
+first. The gather does not skip zero inputs: rows are read whole, in vectorised loops.
+For sparse inputs an eager call runs the event kernels of :mod:`.cpu_events` instead
+(forward, weight and fraction gradients) when they do less work
+(:func:`_sparse_events`); the gather stays the reference and runs under
+``torch.compile``.
 """
 
 from __future__ import annotations

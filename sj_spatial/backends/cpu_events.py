@@ -246,59 +246,15 @@ class Fanout(NamedTuple):
     taps: torch.Tensor  # [in, out] int32
 
 
-@parallel
-def _fanout(w, f, k, near_t, far_t, k_t):
-    """``near_t = (w - w f)^T``, ``far_t = (w f)^T``, ``k_t = k^T`` in 32 x 32 tiles."""
-    n_out, n_in = w.shape
-    for c0 in prange((n_in + 31) // 32):
-        for r0 in range(0, n_out, 32):
-            for i in range(c0 * 32, min(c0 * 32 + 32, n_in)):
-                for j in range(r0, min(r0 + 32, n_out)):
-                    far = w[j, i] * f[j, i]
-                    near_t[i, j] = w[j, i] - far
-                    far_t[i, j] = far
-                    k_t[i, j] = k[j, i]
-
-
 def fanout(weight: torch.Tensor, taps: torch.Tensor, frac: torch.Tensor, dtype) -> Fanout:
     """The :class:`Fanout` of ``[out, in]`` weights, taps and fractions, in ``dtype``."""
-    w = weight.detach().to(dtype).contiguous()
-    f = frac.detach().to(dtype).contiguous()
-    n_out, n_in = w.shape
-    fan = Fanout(
-        w.new_empty(n_in, n_out),
-        w.new_empty(n_in, n_out),
-        torch.empty(n_in, n_out, dtype=torch.int32),
-    )
-    _fanout(w.numpy(), f.numpy(), taps.detach().contiguous().numpy(), *(a.numpy() for a in fan))
-    return fan
-
-
-@parallel
-def _unpad(y, out):
-    """``out[q, b, j] = y[b, j, q + 1]``: padded rows to ``[t_out, N, out]``."""
-    t_out, n_batch, n_out = out.shape
-    for b in prange(n_batch):
-        for j0 in range(0, n_out, 32):
-            for q in range(t_out):
-                for j in range(j0, min(j0 + 32, n_out)):
-                    out[q, b, j] = y[b, j, q + 1]
-
-
-@parallel
-def _pad(grad_y, g):
-    """``g[b, j, q + 1] = grad_y[q, b, j]``, the other columns of ``g`` zero."""
-    t_out, n_batch, n_out = grad_y.shape
-    width = g.shape[2]
-    for b in prange(n_batch):
-        for j in range(n_out):
-            g[b, j, 0] = 0
-            for c in range(t_out + 1, width):
-                g[b, j, c] = 0
-        for j0 in range(0, n_out, 32):
-            for q in range(t_out):
-                for j in range(j0, min(j0 + 32, n_out)):
-                    g[b, j, q + 1] = grad_y[q, b, j]
+    w = weight.detach().to(dtype).t()
+    f = frac.detach().to(dtype).t()
+    n_in, n_out = w.shape
+    far = torch.mul(w, f, out=w.new_empty(n_in, n_out))  # out= gives the [in, out] layout
+    near = torch.sub(w, far, out=w.new_empty(n_in, n_out))
+    taps_t = torch.empty(n_in, n_out, dtype=torch.int32).copy_(taps.detach().t())
+    return Fanout(near, far, taps_t)
 
 
 def _width(t_out: int, window: int) -> int:
@@ -322,9 +278,7 @@ def forward(ev: Events, fan: Fanout, window: int, n_batch: int, t_out: int, task
     (_scatter_parallel if tasks > 1 else _scatter_serial)(
         *(a.numpy() for a in ev), *(a.numpy() for a in fan), y.numpy(), _out_block(n_out, tasks)
     )
-    out = y.new_empty(t_out, n_batch, n_out)
-    _unpad(y.numpy(), out.numpy())
-    return out
+    return y[:, :, 1 : t_out + 1].permute(2, 0, 1).contiguous()
 
 
 def dots(
@@ -334,8 +288,8 @@ def dots(
     ``grad_y [t_out, N, out]`` (in the events' dtype): the sums over samples and steps of
     an input times the output gradient its near (far) tap reaches."""
     t_out, n_batch, n_out = grad_y.shape
-    g = grad_y.new_empty(n_batch, n_out, _width(t_out, window))
-    _pad(grad_y.contiguous().numpy(), g.numpy())
+    g = grad_y.new_zeros(n_batch, n_out, _width(t_out, window))
+    g[:, :, 1 : t_out + 1] = grad_y.permute(1, 2, 0)
     dot_near_t = grad_y.new_zeros(taps_t.shape)
     dot_far_t = grad_y.new_zeros(taps_t.shape)
     (_dots_parallel if tasks > 1 else _dots_serial)(
