@@ -52,7 +52,7 @@ def pair(variant, tau_syn, n, dtype, **options):
 @pytest.mark.parametrize("tau_syn", [None, 2.5], ids=["lif", "synapse+lif"])
 def test_fused_equals_generic_loop_float64(variant, delay_mode, tau_syn, monkeypatch):
     generic, fused = pair(variant, tau_syn, 37, torch.float64, max_delay=4, delay_mode=delay_mode)
-    x = torch.rand(14, 20, 37, dtype=torch.float64) * 3  # 20 samples: two batch blocks
+    x = torch.rand(14, 20, 37, dtype=torch.float64) * 3  # 20 samples: 2 blocks on 2+ threads
     s_g, gx_g, grads_g = run(generic, x, False, monkeypatch)
     s_f, gx_f, grads_f = run(fused, x, True, monkeypatch)
     assert 0.02 < s_g.mean() < 0.9
@@ -121,3 +121,29 @@ def test_only_fresh_lif_cells_on_the_numba_kernel_run_fused(monkeypatch):
     assert calls == [1]
     lif(x)  # continuing the sequence: the generic loop
     assert calls == [1]
+
+
+@pytest.mark.parametrize(("batch", "threads"), [(20, 1), (20, 2), (40, 2), (70, 3), (150, 2)])
+def test_batch_blocks_follow_the_thread_count_and_never_change_the_numbers(
+    batch, threads, monkeypatch
+):
+    """Samples per task: the batch split over the threads in multiples of 8, 16 to 64;
+    each sample's arithmetic is the same in any block, so the bits are too."""
+    block = cpu_lif.batch_block(batch, threads)
+    assert block % 8 == 0 and 16 <= block <= 64
+    assert block * threads >= batch or block == 64
+    _, fused = pair("soft-sigmoid2", 2.5, 19, torch.float32, max_delay=6)
+    x = torch.rand(9, batch, 19) * 3
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        s_t, gx_t, grads_t = run(fused, x, True, monkeypatch)
+        torch.set_num_threads(1)
+        functional.reset_net(fused)
+        fused.zero_grad()
+        s_1, gx_1, grads_1 = run(fused, x, True, monkeypatch)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(s_t, s_1) and torch.equal(gx_t, gx_1)
+    for name in grads_1:
+        assert torch.equal(grads_t[name], grads_1[name]), name

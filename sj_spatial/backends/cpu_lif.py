@@ -29,9 +29,17 @@ from ._numba import parallel as _parallel
 from ._numba import prange as _prange
 from .contract import SURROGATES, CellState, LIFCell, tap_coefficients
 
-#: Samples per task of the thread pool (the vector length of the inner loops).
-BATCH_BLOCK = 16
+#: Samples per task of the thread pool (the vector length of the inner loops): the batch
+#: split evenly over the threads, in multiples of 8 from 16 to 64 (longer vectors share
+#: each synapse's loop overhead among more samples).
+BATCH_BLOCK = (16, 64)
 _HALF_PI = math.pi / 2
+
+
+def batch_block(batch: int, threads: int) -> int:
+    """Samples per task: ``batch / threads`` rounded up to 8, within :data:`BATCH_BLOCK`."""
+    lo, hi = BATCH_BLOCK
+    return min(hi, max(lo, -(-batch // (8 * max(threads, 1))) * 8))
 
 
 def fits(x: torch.Tensor) -> bool:
@@ -49,20 +57,27 @@ def _surrogate_grad(x, kind, alpha, one):
 
 
 @_parallel
-def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, v_last, c_last):
+def _forward(
+    x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, v_last, c_last, block
+):
     """``x [T, n, N]``; ``s_hist [window + T, n, N]`` (rows before ``window`` zero) receives
     the spikes, ``h_seq [T, n, N]`` the potentials before reset. ``const`` holds values of
     ``x``'s dtype, so that the arithmetic stays in it."""
     steps, n, batch = x.shape
     tau, v_threshold, v_reset, syn_decay, zero, one = const  # v_reset is 0 for a soft reset
     hard, decay_input = flags
-    blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
-    for blk in _prange(blocks):
-        lo = blk * BATCH_BLOCK
-        hi = min(lo + BATCH_BLOCK, batch)
+    for blk in _prange((batch + block - 1) // block):
+        lo = blk * block
+        hi = min(lo + block, batch)
         v = v0[:, lo:hi].copy()
         c = np.zeros_like(v)
         r = np.zeros_like(v)
+        # fired[row, i]: whether neuron i spiked in this block at history row ``row``; a
+        # synapse whose two rows hold no spike adds nothing (silent neurons cost nothing).
+        fired = np.zeros((window + steps, n), dtype=np.bool_)
+        flat = s_hist.reshape(-1)  # s_hist[row, i, lo + q] is flat[(row n + i) N + lo + q]
+        plane = np.uint64(n * batch)
+        width = np.uint64(hi - lo)  # unsigned with the indices: no wraparound code
         for t in range(steps):
             now = window + t
             for j in range(n):
@@ -70,14 +85,13 @@ def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, 
                 rj[:] = zero
                 for i in range(n):
                     row = now - 1 - taps[j, i]
-                    if row < window:  # both taps read before the first step: zeros
+                    if not (fired[row, i] or fired[row - 1, i]):  # also rows before step 0
                         continue
                     a = near[j, i]
                     b = far[j, i]
-                    xa = s_hist[row, i, lo:hi]
-                    xb = s_hist[row - 1, i, lo:hi]
-                    for q in range(hi - lo):
-                        rj[q] += a * xa[q] + b * xb[q]
+                    at = np.uint64((row * n + i) * batch + lo)
+                    for q in range(width):
+                        rj[q] += a * flat[at + q] + b * flat[at - plane + q]
             for j in range(n):
                 for q in range(hi - lo):
                     cq = syn_decay * c[j, q] + (x[t, j, lo + q] + (r[j, q] + bias[j]))
@@ -90,6 +104,8 @@ def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, 
                     spike = one if h - v_threshold >= zero else zero
                     h_seq[t, j, lo + q] = h
                     s_hist[now, j, lo + q] = spike
+                    if spike != zero:
+                        fired[now, j] = True
                     if hard:
                         v[j, q] = v_reset if spike != zero else h
                     else:
@@ -101,7 +117,7 @@ def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, 
 @_parallel
 def _backward(
     grad_s, grad_v_last, grad_c_last, near_t, far_t, taps_t, s_hist, h_seq, window, const,
-    flags, grad_in,
+    flags, grad_in, block,
 ):  # fmt: skip
     """Reverse time loop; ``grad_in [T + window, n, N]`` (rows from ``T`` zero) receives
     dL/d(input current)[t], which is dL/dx[t] and dL/dr[t]. ``*_t``: ``[in, out]``."""
@@ -109,13 +125,15 @@ def _backward(
     tau, v_threshold, v_reset, syn_decay, zero, one, alpha = const
     hard, decay_input, detach, kind = flags
     leak = one - one / tau
-    blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
-    for blk in _prange(blocks):
-        lo = blk * BATCH_BLOCK
-        hi = min(lo + BATCH_BLOCK, batch)
+    for blk in _prange((batch + block - 1) // block):
+        lo = blk * block
+        hi = min(lo + block, batch)
         gv = grad_v_last[:, lo:hi].copy()  # dL/dv[t]
         gc = grad_c_last[:, lo:hi].copy()  # dL/dc[t] from later steps
         gs = np.zeros_like(gv)
+        flat = grad_in.reshape(-1)  # grad_in[row, j, lo + q] is flat[(row n + j) N + lo + q]
+        plane = np.uint64(n * batch)
+        width = np.uint64(hi - lo)  # unsigned with the indices: no wraparound code
         for t in range(steps - 1, -1, -1):
             # s[t, i] reaches r[t + 1 + k, j] with weight near and r[t + 2 + k, j] with far.
             for i in range(n):
@@ -127,10 +145,9 @@ def _backward(
                         continue
                     a = near_t[i, j]
                     b = far_t[i, j]
-                    ga = grad_in[row, j, lo:hi]
-                    gb = grad_in[row + 1, j, lo:hi]
-                    for q in range(hi - lo):
-                        gsi[q] += a * ga[q] + b * gb[q]
+                    at = np.uint64((row * n + j) * batch + lo)
+                    for q in range(width):
+                        gsi[q] += a * flat[at + q] + b * flat[at + plane + q]
             for i in range(n):
                 for q in range(hi - lo):
                     h = h_seq[t, i, lo + q]
@@ -181,12 +198,13 @@ class LIFRecurrence(torch.autograd.Function):
         h_seq = x.new_empty(steps, n, batch)
         v_last, c_last = x.new_empty(n, batch), x.new_empty(n, batch)
         xs = _batch_minor(x.detach())
-        cpu.match_torch_threads()
+        block = batch_block(batch, cpu.match_torch_threads())
         _forward(
             *(t.numpy() for t in (xs, near, far, k, b, v0)),
             window,
             *_constants(cell, dtype, backward=False),
             *(t.numpy() for t in (s_hist, h_seq, v_last, c_last)),
+            block,
         )
         ctx.save_for_backward(weight, taps, frac, near, far, s_hist, h_seq)
         ctx.cell, ctx.window = cell, window
@@ -209,12 +227,13 @@ class LIFRecurrence(torch.autograd.Function):
         gc = batch_minor(grad_c_last, (batch, n)).contiguous()
         grad_in = h_seq.new_zeros(steps + window, n, batch)
         tt = (near.t().contiguous(), far.t().contiguous(), taps.detach().t().contiguous())
-        cpu.match_torch_threads()
+        block = batch_block(batch, cpu.match_torch_threads())
         _backward(
             *(t.numpy() for t in (gs, gv, gc, *tt, s_hist, h_seq)),
             window,
             *_constants(ctx.cell, dtype, backward=True),
             grad_in.numpy(),
+            block,
         )
         g = grad_in[:steps]  # [T, n, N]
         need_x, need_w, _, need_f, _, need_b, _ = ctx.needs_input_grad
