@@ -1,4 +1,5 @@
-"""Two design choices of the numba CPU kernel (sj_spatial/backends/cpu.py), measured.
+"""Design choices of the numba CPU kernels (sj_spatial/backends/cpu.py, cpu_events.py),
+measured.
 
 - ``transpose``: the kernel lays its inputs and outputs out as one row per neuron, a 2-D
   transpose per call. ``cpu._transpose`` (32 x 32 tiles, numba) against torch's
@@ -7,6 +8,10 @@
 - ``custom-op``: eager calls go through an ``autograd.Function``, compiled graphs through
   ``torch.library`` custom ops. One forward + backward of the recurrent layer's per-step
   delayed matmul (the recurrent container calls it once per time step) through each.
+- ``events``: the event kernels against the gather on a 700 -> 256 layer (T = 100, batch
+  16), forward + backward with the input not requiring grad, over input densities and
+  max_delay; the cost of one event update in gather multiply-adds that each run implies
+  (``cpu_events.EVENT_COST`` is set from it), and the path the backend picks.
 
 Timings are interleaved (one call of each variant per round) and the minimum and median
 over rounds are reported, so that the ratio comes from one run under the same load.
@@ -28,7 +33,7 @@ from bench_layers import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from sj_spatial.backends import cpu  # noqa: E402
+from sj_spatial.backends import cpu, cpu_events  # noqa: E402
 
 TRANSPOSE_SHAPES = {
     "layer input rows (1600 x 700)": (1600, 700),
@@ -96,6 +101,63 @@ def custom_op(rounds: int) -> list[str]:
     return report("per-step delayed matmul, forward + backward", times, "autograd.Function")
 
 
+EVENT_DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2)
+EVENT_MAX_DELAYS = (25, 250)
+
+
+def events(rounds: int) -> list[str]:
+    """Event kernels vs gather, and the event cost in gather multiply-adds each implies."""
+    gen = torch.Generator().manual_seed(0)
+    steps, batch, n_in, n_out = 100, 16, 700, 256
+    lines = [
+        "### event kernels vs gather, 700 -> 256, T 100, batch 16, forward + backward",
+        "",
+        "| max_delay | density | gather median (ms) | events median (ms) | events / gather "
+        "| implied event cost | backend picks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for max_delay in EVENT_MAX_DELAYS:
+        window = max_delay + 2
+        weight = (torch.randn(n_out, n_in, generator=gen) * 0.1).requires_grad_()
+        # Delays as bench_layers.py draws them: distances of U(-1, 1)^2 positions times
+        # max_delay / 2, clamped at max_delay.
+        pre, post = (
+            torch.rand(n_in, 2, generator=gen) * 2 - 1,
+            torch.rand(n_out, 2, generator=gen) * 2 - 1,
+        )
+        delays = (torch.cdist(post, pre) * max_delay / 2).clamp(max=max_delay)
+        taps = delays.floor().long()
+        frac = (delays - taps).requires_grad_()
+        reached = int(torch.clamp(steps - taps, 0, steps).sum()) * batch  # gather's work
+        for density in EVENT_DENSITIES:
+            x = (torch.rand(steps, batch, n_in, generator=gen) < density).float()
+
+            def step(args=(x, weight, taps, frac, window, steps)) -> None:
+                cpu._DelayedMatmul.apply(*args).sum().backward()
+
+            def forced(rule: float, step=step) -> Callable[[], None]:
+                def run() -> None:
+                    saved = cpu_events.MIN_WORK, cpu_events.EVENT_COST
+                    cpu_events.MIN_WORK, cpu_events.EVENT_COST = 0, rule
+                    try:
+                        step()
+                    finally:
+                        cpu_events.MIN_WORK, cpu_events.EVENT_COST = saved
+
+                return run
+
+            times = interleaved({"gather": forced(float("inf")), "events": forced(-1)}, rounds)
+            gather, event = (statistics.median(times[k]) for k in ("gather", "events"))
+            updates = int((x != 0).sum()) * n_out
+            implied = (event / updates) / (gather / reached)
+            picked = cpu._sparse_events(x, weight, taps, window, steps) is not None
+            lines.append(
+                f"| {max_delay} | {density:.0%} | {gather * 1e3:.1f} | {event * 1e3:.1f} "
+                f"| {event / gather:.2f} | {implied:.1f} | {'events' if picked else 'gather'} |"
+            )
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -109,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads, {args.rounds} rounds\n"
     )
     print("\n".join(transpose_rows(args.rounds) + custom_op(args.rounds)))
+    print("\n".join(events(max(3, args.rounds // 20))))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def pair(variant, tau_syn, n, dtype, **options):
 @pytest.mark.parametrize("tau_syn", [None, 2.5], ids=["lif", "synapse+lif"])
 def test_fused_equals_generic_loop_float64(variant, delay_mode, tau_syn, monkeypatch):
     generic, fused = pair(variant, tau_syn, 37, torch.float64, max_delay=4, delay_mode=delay_mode)
-    x = torch.rand(14, 20, 37, dtype=torch.float64) * 3  # 20 samples: 2 blocks on 2+ threads
+    x = torch.rand(14, 20, 37, dtype=torch.float64) * 3
     s_g, gx_g, grads_g = run(generic, x, False, monkeypatch)
     s_f, gx_f, grads_f = run(fused, x, True, monkeypatch)
     assert 0.02 < s_g.mean() < 0.9
@@ -123,15 +123,10 @@ def test_only_fresh_lif_cells_on_the_numba_kernel_run_fused(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.parametrize(("batch", "threads"), [(20, 1), (20, 2), (40, 2), (70, 3), (150, 2)])
-def test_batch_blocks_follow_the_thread_count_and_never_change_the_numbers(
-    batch, threads, monkeypatch
-):
-    """Samples per task: the batch split over the threads in multiples of 8, 16 to 64;
-    each sample's arithmetic is the same in any block, so the bits are too."""
-    block = cpu_lif.batch_block(batch, threads)
-    assert block % 8 == 0 and 16 <= block <= 64
-    assert block * threads >= batch or block == 64
+@pytest.mark.parametrize(("batch", "threads"), [(1, 2), (20, 2), (70, 3)])
+def test_the_thread_count_never_changes_the_numbers(batch, threads, monkeypatch):
+    """Each step's neurons are split over the threads; a neuron's arithmetic is the same
+    whichever thread runs it, so the bits are too."""
     _, fused = pair("soft-sigmoid2", 2.5, 19, torch.float32, max_delay=6)
     x = torch.rand(9, batch, 19) * 3
     saved = torch.get_num_threads()

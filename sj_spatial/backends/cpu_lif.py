@@ -2,13 +2,13 @@
 
 The :class:`~.contract.FusedLIF` contract on CPU tensors: all T steps of a fresh
 population of :class:`~.contract.LIFCell` neurons in one forward and one backward call,
-instead of one delayed matmul per time step from Python. The batch is split into blocks
-of :data:`BATCH_BLOCK` samples, one task of numba's thread pool (sized like torch's)
-each; inside a block every synapse is two AXPYs over the block's samples per step, and
-the recurrence in time runs in the compiled loop. Synapses that read only before the
-first step (forward) or past the last (backward) are skipped. The weight and fraction
-gradients are the numba backend's reduction (:mod:`.cpu`) over the spike sequence
-shifted by one step, since ``r[t]`` is a delayed matmul of ``s[.. t-1]``.
+instead of one delayed matmul per time step from Python. The recurrence in time runs in
+the compiled loop; at each step the neurons are split over numba's thread pool (sized
+like torch's), and every synapse is two AXPYs over the whole batch (the samples are the
+vector lanes). Synapses that read only before the first step (forward), only rows where
+no sample spiked (forward), or only past the last step (backward) are skipped. The
+weight and fraction gradients are the numba backend's reduction (:mod:`.cpu`) over the
+spike sequence shifted by one step, since ``r[t]`` is a delayed matmul of ``s[.. t-1]``.
 
 Arithmetic is in ``x``'s dtype (float32 or float64), in the order of the generic loop of
 :func:`sj_spatial.functional.delayed_recurrence` on the numba backend (the recurrent
@@ -29,17 +29,7 @@ from ._numba import parallel as _parallel
 from ._numba import prange as _prange
 from .contract import SURROGATES, CellState, LIFCell, tap_coefficients
 
-#: Samples per task of the thread pool (the vector length of the inner loops): the batch
-#: split evenly over the threads, in multiples of 8 from 16 to 64 (longer vectors share
-#: each synapse's loop overhead among more samples).
-BATCH_BLOCK = (16, 64)
 _HALF_PI = math.pi / 2
-
-
-def batch_block(batch: int, threads: int) -> int:
-    """Samples per task: ``batch / threads`` rounded up to 8, within :data:`BATCH_BLOCK`."""
-    lo, hi = BATCH_BLOCK
-    return min(hi, max(lo, -(-batch // (8 * max(threads, 1))) * 8))
 
 
 def fits(x: torch.Tensor) -> bool:
@@ -57,67 +47,64 @@ def _surrogate_grad(x, kind, alpha, one):
 
 
 @_parallel
-def _forward(
-    x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, v_last, c_last, block
-):
+def _forward(x, near, far, taps, bias, v0, window, const, flags, s_hist, h_seq, v_last, c_last):
     """``x [T, n, N]``; ``s_hist [window + T, n, N]`` (rows before ``window`` zero) receives
     the spikes, ``h_seq [T, n, N]`` the potentials before reset. ``const`` holds values of
     ``x``'s dtype, so that the arithmetic stays in it."""
     steps, n, batch = x.shape
     tau, v_threshold, v_reset, syn_decay, zero, one = const  # v_reset is 0 for a soft reset
     hard, decay_input = flags
-    for blk in _prange((batch + block - 1) // block):
-        lo = blk * block
-        hi = min(lo + block, batch)
-        v = v0[:, lo:hi].copy()
-        c = np.zeros_like(v)
-        r = np.zeros_like(v)
-        # fired[row, i]: whether neuron i spiked in this block at history row ``row``; a
-        # synapse whose two rows hold no spike adds nothing (silent neurons cost nothing).
-        fired = np.zeros((window + steps, n), dtype=np.bool_)
-        flat = s_hist.reshape(-1)  # s_hist[row, i, lo + q] is flat[(row n + i) N + lo + q]
-        plane = np.uint64(n * batch)
-        width = np.uint64(hi - lo)  # unsigned with the indices: no wraparound code
-        for t in range(steps):
-            now = window + t
-            for j in range(n):
-                rj = r[j]
-                rj[:] = zero
-                for i in range(n):
-                    row = now - 1 - taps[j, i]
-                    if not (fired[row, i] or fired[row - 1, i]):  # also rows before step 0
-                        continue
-                    a = near[j, i]
-                    b = far[j, i]
-                    at = np.uint64((row * n + i) * batch + lo)
-                    for q in range(width):
-                        rj[q] += a * flat[at + q] + b * flat[at - plane + q]
-            for j in range(n):
-                for q in range(hi - lo):
-                    cq = syn_decay * c[j, q] + (x[t, j, lo + q] + (r[j, q] + bias[j]))
-                    c[j, q] = cq
-                    vq = v[j, q]
-                    if decay_input:
-                        h = vq + (cq - (vq - v_reset)) / tau
-                    else:
-                        h = vq - (vq - v_reset) / tau + cq
-                    spike = one if h - v_threshold >= zero else zero
-                    h_seq[t, j, lo + q] = h
-                    s_hist[now, j, lo + q] = spike
-                    if spike != zero:
-                        fired[now, j] = True
-                    if hard:
-                        v[j, q] = v_reset if spike != zero else h
-                    else:
-                        v[j, q] = h - spike * v_threshold
-        v_last[:, lo:hi] = v
-        c_last[:, lo:hi] = c
+    v = v0.copy()
+    c = np.zeros_like(v)
+    r = np.zeros_like(v)
+    # fired[row, i]: whether neuron i spiked in any sample at history row ``row``; a
+    # synapse whose two rows hold no spike adds nothing (silent neurons cost nothing).
+    fired = np.zeros((window + steps, n), dtype=np.bool_)
+    flat = s_hist.reshape(-1)  # s_hist[row, i, q] is flat[(row n + i) N + q]
+    plane = np.uint64(n * batch)
+    width = np.uint64(batch)  # unsigned with the indices: no wraparound code
+    for t in range(steps):
+        now = window + t
+        # One step's neurons on the thread pool: neuron j reads only rows before ``now``
+        # and writes only its own row.
+        for j in _prange(n):
+            rj = r[j]
+            rj[:] = zero
+            for i in range(n):
+                row = now - 1 - taps[j, i]
+                if not (fired[row, i] or fired[row - 1, i]):  # also rows before step 0
+                    continue
+                a = near[j, i]
+                b = far[j, i]
+                at = np.uint64((row * n + i) * batch)
+                for q in range(width):
+                    rj[q] += a * flat[at + q] + b * flat[at - plane + q]
+            fired_j = False
+            for q in range(batch):
+                cq = syn_decay * c[j, q] + (x[t, j, q] + (rj[q] + bias[j]))
+                c[j, q] = cq
+                vq = v[j, q]
+                if decay_input:
+                    h = vq + (cq - (vq - v_reset)) / tau
+                else:
+                    h = vq - (vq - v_reset) / tau + cq
+                spike = one if h - v_threshold >= zero else zero
+                h_seq[t, j, q] = h
+                s_hist[now, j, q] = spike
+                fired_j = fired_j or spike != zero
+                if hard:
+                    v[j, q] = v_reset if spike != zero else h
+                else:
+                    v[j, q] = h - spike * v_threshold
+            fired[now, j] = fired_j
+    v_last[:] = v
+    c_last[:] = c
 
 
 @_parallel
 def _backward(
     grad_s, grad_v_last, grad_c_last, near_t, far_t, taps_t, s_hist, h_seq, window, const,
-    flags, grad_in, block,
+    flags, grad_in,
 ):  # fmt: skip
     """Reverse time loop; ``grad_in [T + window, n, N]`` (rows from ``T`` zero) receives
     dL/d(input current)[t], which is dL/dx[t] and dL/dr[t]. ``*_t``: ``[in, out]``."""
@@ -125,44 +112,42 @@ def _backward(
     tau, v_threshold, v_reset, syn_decay, zero, one, alpha = const
     hard, decay_input, detach, kind = flags
     leak = one - one / tau
-    for blk in _prange((batch + block - 1) // block):
-        lo = blk * block
-        hi = min(lo + block, batch)
-        gv = grad_v_last[:, lo:hi].copy()  # dL/dv[t]
-        gc = grad_c_last[:, lo:hi].copy()  # dL/dc[t] from later steps
-        gs = np.zeros_like(gv)
-        flat = grad_in.reshape(-1)  # grad_in[row, j, lo + q] is flat[(row n + j) N + lo + q]
-        plane = np.uint64(n * batch)
-        width = np.uint64(hi - lo)  # unsigned with the indices: no wraparound code
-        for t in range(steps - 1, -1, -1):
-            # s[t, i] reaches r[t + 1 + k, j] with weight near and r[t + 2 + k, j] with far.
-            for i in range(n):
-                gsi = gs[i]
-                gsi[:] = grad_s[t, i, lo:hi]
-                for j in range(n):
-                    row = t + 1 + taps_t[i, j]
-                    if row >= steps:  # both taps reach past the last step: no gradient
-                        continue
-                    a = near_t[i, j]
-                    b = far_t[i, j]
-                    at = np.uint64((row * n + j) * batch + lo)
-                    for q in range(width):
-                        gsi[q] += a * flat[at + q] + b * flat[at + plane + q]
-            for i in range(n):
-                for q in range(hi - lo):
-                    h = h_seq[t, i, lo + q]
-                    spike = s_hist[window + t, i, lo + q]
-                    dv_dh = one - spike if hard else one
-                    if detach:
-                        dv_ds = zero
-                    else:
-                        dv_ds = v_reset - h if hard else -v_threshold
-                    sg = _surrogate_grad(h - v_threshold, kind, alpha, one)
-                    gh = gv[i, q] * dv_dh + (gs[i, q] + gv[i, q] * dv_ds) * sg
-                    g = gc[i, q] + (gh / tau if decay_input else gh)
-                    grad_in[t, i, lo + q] = g
-                    gc[i, q] = g * syn_decay
-                    gv[i, q] = gh * leak
+    gv = grad_v_last.copy()  # dL/dv[t]
+    gc = grad_c_last.copy()  # dL/dc[t] from later steps
+    gs = np.zeros_like(gv)
+    flat = grad_in.reshape(-1)  # grad_in[row, j, q] is flat[(row n + j) N + q]
+    plane = np.uint64(n * batch)
+    width = np.uint64(batch)  # unsigned with the indices: no wraparound code
+    for t in range(steps - 1, -1, -1):
+        # One step's neurons on the thread pool: neuron i reads only rows after ``t`` and
+        # writes only its own row. s[t, i] reaches r[t + 1 + k, j] with weight near and
+        # r[t + 2 + k, j] with far.
+        for i in _prange(n):
+            gsi = gs[i]
+            gsi[:] = grad_s[t, i]
+            for j in range(n):
+                row = t + 1 + taps_t[i, j]
+                if row >= steps:  # both taps reach past the last step: no gradient
+                    continue
+                a = near_t[i, j]
+                b = far_t[i, j]
+                at = np.uint64((row * n + j) * batch)
+                for q in range(width):
+                    gsi[q] += a * flat[at + q] + b * flat[at + plane + q]
+            for q in range(batch):
+                h = h_seq[t, i, q]
+                spike = s_hist[window + t, i, q]
+                dv_dh = one - spike if hard else one
+                if detach:
+                    dv_ds = zero
+                else:
+                    dv_ds = v_reset - h if hard else -v_threshold
+                sg = _surrogate_grad(h - v_threshold, kind, alpha, one)
+                gh = gv[i, q] * dv_dh + (gsi[q] + gv[i, q] * dv_ds) * sg
+                g = gc[i, q] + (gh / tau if decay_input else gh)
+                grad_in[t, i, q] = g
+                gc[i, q] = g * syn_decay
+                gv[i, q] = gh * leak
 
 
 def _constants(cell: LIFCell, dtype: torch.dtype, backward: bool) -> tuple[tuple, tuple]:
@@ -198,13 +183,12 @@ class LIFRecurrence(torch.autograd.Function):
         h_seq = x.new_empty(steps, n, batch)
         v_last, c_last = x.new_empty(n, batch), x.new_empty(n, batch)
         xs = _batch_minor(x.detach())
-        block = batch_block(batch, cpu.match_torch_threads())
+        cpu.match_torch_threads()
         _forward(
             *(t.numpy() for t in (xs, near, far, k, b, v0)),
             window,
             *_constants(cell, dtype, backward=False),
             *(t.numpy() for t in (s_hist, h_seq, v_last, c_last)),
-            block,
         )
         ctx.save_for_backward(weight, taps, frac, near, far, s_hist, h_seq)
         ctx.cell, ctx.window = cell, window
@@ -227,13 +211,12 @@ class LIFRecurrence(torch.autograd.Function):
         gc = batch_minor(grad_c_last, (batch, n)).contiguous()
         grad_in = h_seq.new_zeros(steps + window, n, batch)
         tt = (near.t().contiguous(), far.t().contiguous(), taps.detach().t().contiguous())
-        block = batch_block(batch, cpu.match_torch_threads())
+        cpu.match_torch_threads()
         _backward(
             *(t.numpy() for t in (gs, gv, gc, *tt, s_hist, h_seq)),
             window,
             *_constants(ctx.cell, dtype, backward=True),
             grad_in.numpy(),
-            block,
         )
         g = grad_in[:steps]  # [T, n, N]
         need_x, need_w, _, need_f, _, need_b, _ = ctx.needs_input_grad
