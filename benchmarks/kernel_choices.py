@@ -12,6 +12,10 @@ measured.
   16), forward + backward with the input not requiring grad, over input densities and
   max_delay; the cost of one event update in gather multiply-adds that each run implies
   (``cpu_events.EVENT_COST`` is set from it), and the path the backend picks.
+- ``breakdown``: where a step of that layer goes at 5 % spikes and max_delay 25: the
+  whole ``SpatialDelayLinear`` (positions -> delays -> delayed matmul, loss and backward),
+  the delayed matmul alone on fixed delays, the two event kernels alone, and
+  ``nn.Linear`` on the same input.
 
 Timings are interleaved (one call of each variant per round) and the minimum and median
 over rounds are reported, so that the ratio comes from one run under the same load.
@@ -158,6 +162,61 @@ def events(rounds: int) -> list[str]:
     return [*lines, ""]
 
 
+def breakdown(rounds: int) -> list[str]:
+    """A step of SpatialDelayLinear(700, 256) at T 100, batch 16, 5 % spikes, max_delay 25,
+    taken apart: layer, delayed matmul alone, event kernels alone, and nn.Linear."""
+    from sj_spatial import SpatialDelayLinear
+
+    torch.manual_seed(0)
+    steps, batch, n_in, n_out, max_delay = 100, 16, 700, 256, 25
+    x = (torch.rand(steps, batch, n_in) < 0.05).float()
+    layer = SpatialDelayLinear(
+        n_in, n_out, step_mode="m", max_delay=max_delay, delay_scale=max_delay / 2
+    )
+    linear = torch.nn.Linear(n_in, n_out)
+    window = max_delay + 2
+    with torch.no_grad():
+        delays = layer.delays().clamp(max=max_delay)
+    taps = delays.floor().long()
+    frac = (delays - taps).requires_grad_()
+    weight = layer.weight.detach().clone().requires_grad_()
+    first, o0 = cpu._rows_read(steps, steps, window)
+    ev = cpu_events.events(x, cpu_events.count(x), o0, torch.float32)
+    fan = cpu_events.fanout(weight, taps, frac, torch.float32)
+    grad_y = torch.randn(steps, batch, n_out)
+    tasks = 2 * torch.get_num_threads()
+
+    def whole_layer() -> None:
+        layer.zero_grad()
+        layer.reset()
+        layer(x).sum().backward()
+
+    def matmul() -> None:
+        cpu.delayed_matmul(x, weight, taps, frac, window, steps).sum().backward()
+
+    def kernels() -> None:
+        cpu_events.forward(ev, fan, window, batch, steps, tasks)
+        cpu_events.dots(ev, fan.taps, grad_y, window, tasks)
+
+    def nn_linear() -> None:
+        linear.zero_grad()
+        linear(x.reshape(-1, n_in)).sum().backward()
+
+    variants = {
+        "nn.Linear": nn_linear,
+        "SpatialDelayLinear": whole_layer,
+        "delayed matmul alone": matmul,
+        "event kernels alone": kernels,
+    }
+    times = interleaved(variants, rounds)
+    return report(
+        f"breakdown of a layer step, 5 % spikes, max_delay {max_delay} ({len(ev.values)} "
+        "input spikes)",
+        times,
+        "nn.Linear",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -172,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\n".join(transpose_rows(args.rounds) + custom_op(args.rounds)))
     print("\n".join(events(max(3, args.rounds // 20))))
+    print("\n".join(breakdown(max(5, args.rounds // 10))))
 
 
 if __name__ == "__main__":
