@@ -23,11 +23,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import importlib
 import importlib.metadata
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -79,8 +82,50 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Environment variables that pin which instruction set the CPU kernels of torch, MKL,
+#: oneDNN and numba use (their rounding differs between AVX2 and AVX-512 code paths).
+ISA_ENVIRONMENT = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "NUMBA_CPU_NAME")
+
+
+def _checkout() -> dict:
+    """sj_spatial's version and, in a git checkout, its commit and whether files differ."""
+    root = Path(__file__).resolve().parents[1]
+    info = {"version": _version("sj_spatial", "sj-spatial"), "commit": None, "dirty": None}
+    try:
+        run = functools.partial(
+            subprocess.run, cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        info["commit"] = run(["git", "rev-parse", "HEAD"]).stdout.strip()
+        info["dirty"] = bool(run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout)
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a checkout, or no git
+    return info
+
+
+def numerics_info() -> dict:
+    """What decides a CPU run's rounding besides the seed and the library versions: the
+    code, the instruction set each library's kernels use, and torch's thread count (which
+    the numba kernels follow)."""
+    info = {
+        "sj_spatial": _checkout(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "environment": {name: os.environ.get(name) for name in ISA_ENVIRONMENT},
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import numba
+        from llvmlite import binding
+
+        info["numba_cpu"] = numba.config.CPU_NAME or binding.get_host_cpu_name()
+    except ImportError:
+        info["numba_cpu"] = None
+    return info
+
+
 def machine_info(device: torch.device) -> dict:
-    """Where and with what a benchmark ran: machine, date, library versions, threads."""
+    """Where and with what a benchmark ran: machine, date, library versions, threads, and
+    what else decides the rounding (:func:`numerics_info`)."""
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -96,6 +141,7 @@ def machine_info(device: torch.device) -> dict:
             "cupy": _version("cupy") if device.type == "cuda" else None,
         },
         "device": str(device),
+        "numerics": numerics_info(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

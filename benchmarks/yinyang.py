@@ -18,6 +18,13 @@ with the best validation accuracy is kept and its test accuracy reported. Each
 (variant, seed) writes ``<tag>-s<seed>.json`` into ``--out``; ``summary.md`` and
 ``accuracy_vs_params.png`` are rebuilt from every JSON there after each run, or alone
 with ``--summarize``. See benchmarks/README.md.
+
+Numerics: run as a script, the benchmark pins the instruction set of torch's, MKL's,
+oneDNN's and numba's CPU kernels to AVX2 (``--isa avx2``, the default; :data:`AVX2`),
+whose rounding any x86-64 CPU of the last decade reproduces, instead of each machine's
+widest (AVX-512 on many Intel CPUs); ``--isa native`` leaves them alone. Each JSON
+records what decides its numbers (``machine.numerics``: code commit, instruction sets,
+thread counts, library versions). benchmarks/RESULTS.md, "What a seed decides".
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import shlex
 import statistics
 import sys
@@ -45,6 +53,14 @@ from sj_spatial.data.yinyang import NUM_CHANNELS, NUM_CLASSES, make_yinyang, ttf
 from sj_spatial.models import ExponentialSynapse
 
 VARIANTS = ("spatial", "fixed", "none", "free")
+#: The environment that pins every CPU kernel library to its AVX2 code path (read when
+#: each library loads, so it is set before the process starts: :func:`run_pinned`).
+AVX2 = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "NUMBA_CPU_NAME": "haswell",
+}
 DEFAULT_EPOCHS = 40
 DEFAULT_OUT = Path(__file__).parent / "results" / "yinyang-2026-11-28"
 #: Median test accuracies (%) in the SpSNN results notebook (llandsmeer/spatial_snns).
@@ -352,6 +368,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--summarize", action="store_true", help="only rebuild the summary")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--isa",
+        choices=("avx2", "native"),
+        default="avx2",
+        help="CPU kernels' instruction set: AVX2 everywhere (default), or the machine's widest",
+    )
     for name in (
         "batch",
         "lr",
@@ -388,10 +410,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         fields.update(QUICK)
     command = "python benchmarks/yinyang.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    pinned = all(os.environ.get(k) == v for k, v in AVX2.items())
+    if args.isa == "avx2" and not pinned:
+        print("yinyang.py: the AVX2 pins are not in this process's environment (run the")
+        print("script itself, which sets them); the records say what was used instead")
     for seed in args.seeds:
         cfg = Config(**{**fields, "seed": seed})
         record = train(cfg)
-        record.update(command=command, machine=machine_info(torch.device("cpu")))
+        machine = machine_info(torch.device("cpu"))
+        machine["numerics"]["isa_pinned"] = pinned
+        record.update(command=command, machine=machine)
         (args.out / f"{cfg.tag}-s{seed}.json").write_text(json.dumps(record, indent=1))
         print(
             f"{cfg.tag} seed {seed}: val {record['val_acc']:.4f} test {record['test_acc']:.4f} "
@@ -400,5 +428,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return write_summary(args.out)
 
 
+def run_pinned(argv: list[str]) -> None:
+    """Restart this script with :data:`AVX2` in its environment when ``--isa avx2`` (the
+    default) asks for it and the environment lacks it; the libraries read it on loading."""
+    known, _ = make_parser().parse_known_args(argv)
+    if known.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **AVX2})
+
+
 if __name__ == "__main__":
+    run_pinned(sys.argv[1:])
     main()

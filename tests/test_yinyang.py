@@ -171,6 +171,11 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
         assert record["config"]["train_size"] == 300 and record["seed"] == 0
         assert record["command"].startswith("python benchmarks/yinyang.py --quick")
         assert {"torch", "spikingjelly"} <= set(record["machine"]["versions"])
+        numerics = record["machine"]["numerics"]
+        assert numerics["torch_cpu_capability"] and numerics["torch_threads"] == 1
+        assert set(numerics["environment"]) == set(bench.AVX2)
+        assert numerics["isa_pinned"] is False  # in-process: the script alone sets the pins
+        assert len(numerics["sj_spatial"]["commit"] or "0" * 40) == 40
     (tmp_path / "summary.md").unlink()
     rows = bench.main(["--summarize", "--out", str(tmp_path)])
     table = (tmp_path / "summary.md").read_text()
@@ -182,3 +187,20 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
     ]
     assert table.count("\n") == 2 + len(runs) and "| spatial | 2 | 8 | 99 | 0 |" in table
     assert (tmp_path / "accuracy_vs_params.png").stat().st_size > 0
+
+
+def test_the_script_restarts_itself_with_the_avx2_pins_unless_asked_not_to(bench, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench.os, "execve", lambda *args: calls.append(args))
+    for name in bench.AVX2:
+        monkeypatch.delenv(name, raising=False)
+    bench.run_pinned(["--quick", "--seeds", "1"])
+    bench.run_pinned(["--quick", "--isa", "native"])
+    assert len(calls) == 1
+    executable, argv, env = calls[0]
+    assert argv[1:] == [bench.__file__, "--quick", "--seeds", "1"]
+    assert {k: env[k] for k in bench.AVX2} == bench.AVX2
+    for name, value in bench.AVX2.items():
+        monkeypatch.setenv(name, value)
+    bench.run_pinned(["--quick"])  # already pinned: no restart
+    assert len(calls) == 1
