@@ -82,6 +82,18 @@ def test_all_zero_input_gives_zero_output_and_gradients(events_only):
     assert_close(grad_x, grad_x_ref, torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_spikes_scatter_in_the_weight_dtype(dtype, events_only):
+    """Under autocast the input may be float16/bfloat16 (numpy has no bfloat16): the
+    events hold it in the weight's float32, and the output is rounded back, exactly as
+    for the same spikes in float32."""
+    x, *args = make_inputs((10, 2, 6, 5, 3, 10), "random", torch.float32)
+    spikes = (x > 0).float()
+    y = cpu.delayed_matmul(spikes.to(dtype), *args)
+    assert y.dtype == dtype
+    assert torch.equal(y, cpu.delayed_matmul(spikes, *args).to(dtype))
+
+
 def test_the_event_kernels_are_deterministic_whatever_the_thread_count(monkeypatch):
     """Each output and each gradient sums its terms in one fixed order, whichever block
     of outputs a task takes: any thread count gives the same bits."""

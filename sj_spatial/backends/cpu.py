@@ -445,11 +445,12 @@ def _sparse_events(
     gather = n * int(torch.clamp(t_out + o0 - taps.detach(), 0, t_out).sum())
     if gather < cpu_events.MIN_WORK:
         return None
-    rows = x.detach()[first:]
+    dtype = compute_dtype(x, weight)
+    rows = x.detach()[first:].to(dtype)  # float16/bfloat16 inputs: numpy has no bfloat16
     counts = cpu_events.count(rows)
     if cpu_events.EVENT_COST * int(counts.sum()) * weight.shape[0] >= gather:
         return None
-    return cpu_events.events(rows, counts, o0, compute_dtype(x, weight))
+    return cpu_events.events(rows, counts, o0, dtype)
 
 
 def _event_tasks(ev: cpu_events.Events, n_out: int) -> int:

@@ -9,10 +9,11 @@ instead (``dot_near[j, i] += x g[s+k, b, j]``, ``dot_far`` one step later).
 
 Layouts: the events of one ``(sample b, input i)`` pair lie together, in time order
 (:class:`Events`, compressed rows over the pairs); outputs and output gradients are
-``[N, out, t_out]``, so that the events of one pair and one output touch one row; the
-weights are transposed to ``[in, out]``. Every kernel runs over blocks of outputs, one
-task of numba's thread pool each, so no two tasks write the same value. Each synapse's
-parameters are loaded once per pair and serve all the pair's events.
+padded rows ``[N, out, width]``, so that the events of one pair and one output touch one
+row; the weights are transposed to ``[in, out]`` (:class:`Fanout`). Every kernel runs
+over blocks of outputs, one task of numba's thread pool each, so no two tasks write the
+same value, and each output sums its terms in one fixed order whatever the split. Each
+synapse's parameters are loaded once per two events of a pair.
 
 The dense gather (:mod:`.cpu`) stays the reference: :mod:`.cpu` calls these kernels when
 an input is sparse enough for them to be faster (:data:`EVENT_COST`) and tests compare
@@ -30,9 +31,10 @@ from ._numba import jit, parallel, prange
 
 #: What one update (an event times one output, both taps) costs in multiply-adds of the
 #: dense gather, forward and weight gradients together: scattered scalar updates against
-#: the gather's contiguous vectors. Measured: 8-12 on 700 -> 256, T 100, batch 16
-#: (benchmarks/RESULTS.md, "Kernel design choices"). :mod:`.cpu` uses the events when
-#: they cost less than the gather by this measure.
+#: the gather's contiguous vectors. Measured on 700 -> 256, T 100, batch 16: 3.6 to 27
+#: over densities of 1-20 % and max_delay 25 / 250, and 10 picks the faster path in every
+#: case measured but one tie (benchmarks/RESULTS.md, "Kernel design choices"). :mod:`.cpu`
+#: uses the events when they cost less than the gather by this measure.
 EVENT_COST = 10
 
 #: Calls whose gather does fewer multiply-adds than this stay on the gather: counting the
@@ -101,11 +103,11 @@ def events(x: torch.Tensor, counts: torch.Tensor, offset: int, dtype: torch.dtyp
 
 
 # Rows of outputs and output gradients are padded: ``[N, out, width]``, output step q in
-# column q + 1, with ``width = t_out + window``. A tap before the first step is clamped
-# into column 0 and one past the last lands in the columns after ``t_out`` (written and
-# thrown away, or read as zero), instead of a branch per synapse. Events have steps
-# below ``t_out``, and a tap reaches at most ``window - 1`` steps further. Indices are
-# unsigned so that numba emits no negative-index wraparound.
+# column q + 1, with ``width >= t_out + window`` (:func:`_width`). A tap before the first
+# step is clamped into column 0 and one past the last lands in the columns after
+# ``t_out`` (written and thrown away, or read as zero), instead of a branch per synapse.
+# Events have steps below ``t_out``, and a tap reaches at most ``window - 1`` steps
+# further. Indices are unsigned so that numba emits no negative-index wraparound.
 
 
 @jit
