@@ -55,31 +55,36 @@ class Events(NamedTuple):
     values: torch.Tensor  # [nnz], the compute dtype
 
 
-@parallel
+# The scans that list the events run on the calling thread: they read the input once, and
+# waking the thread pool for them cost more than it saved on small calls.
+
+
+@jit
 def _count(x, counts):
     """``counts[b, i]``: nonzero values of ``x[:, b, i]``."""
     t, n_batch, n_in = x.shape
-    for b in prange(n_batch):
-        row = counts[b]
-        for s in range(t):
+    for s in range(t):
+        for b in range(n_batch):
             xs = x[s, b]
+            row = counts[b]
             for i in range(n_in):
                 row[i] += xs[i] != 0
 
 
-@parallel
+@jit
 def _fill(x, ptr, offset, steps, values):
     t, n_batch, n_in = x.shape
-    for b in prange(n_batch):
-        cursor = ptr[b * n_in : (b + 1) * n_in].copy()
-        for s in range(t):
+    cursor = ptr[:-1].copy()
+    for s in range(t):
+        for b in range(n_batch):
             xs = x[s, b]
+            pair = b * n_in
             for i in range(n_in):
                 if xs[i] != 0:
-                    e = cursor[i]
+                    e = cursor[pair + i]
                     steps[e] = s - offset
                     values[e] = xs[i]
-                    cursor[i] = e + 1
+                    cursor[pair + i] = e + 1
 
 
 def count(x: torch.Tensor) -> torch.Tensor:
