@@ -255,6 +255,45 @@ def _spsnn(run: dict) -> float | None:
     return SPSNN.get(key) if run["hidden"] == 45 or run["variant"] != "spatial" else None
 
 
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval of the mean (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    return float(mean - half), float(mean + half)
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median: the order statistics
+    ``(x_(k), x_(n+1-k))`` with the largest ``k`` whose coverage ``1 - 2 P(B < k)``,
+    ``B ~ Binomial(n, 1/2)``, is at least ``level`` (None when no ``k`` reaches it, as for
+    fewer than 6 values at 95 %)."""
+    n = len(values)
+    ordered = sorted(values)
+    best = None
+    for k in range(1, n // 2 + 1):
+        below = sum(math.comb(n, i) for i in range(k)) / 2**n
+        if 1 - 2 * below >= level:
+            best = (ordered[k - 1], ordered[n - k])
+    return best
+
+
+def verdict(interval: tuple[float, float] | None, reference: float | None) -> str:
+    """Where a reference value lies against an interval: the interval is ``above`` or
+    ``below`` it, or ``overlaps``; ``-`` without both."""
+    if interval is None or reference is None:
+        return "-"
+    if interval[0] > reference:
+        return "above"
+    if interval[1] < reference:
+        return "below"
+    return "overlaps"
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """One row per (variant, dim, hidden): test accuracy statistics over seeds (in %)."""
     groups: dict[tuple, list[dict]] = {}
@@ -282,8 +321,11 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "epochs": group[0]["config"]["epochs"],
                 "time_s": statistics.fmean(r["time_s"] for r in group),
                 "spsnn_median": _spsnn(group[0]),
+                "mean_ci95": mean_interval(test),
+                "median_ci95": median_interval(test),
             }
         )
+        rows[-1]["vs_spsnn"] = verdict(rows[-1]["median_ci95"], rows[-1]["spsnn_median"])
     return rows
 
 
@@ -291,16 +333,22 @@ def markdown(rows: list[dict]) -> str:
     """The summary table of :func:`summarize` rows."""
     lines = [
         "| variant | D | hidden | trainable params | seeds | test acc mean ± std (%) | "
-        "median | min / max | val mean | epochs | s / run | SpSNN median |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "95% CI of mean | median | 95% CI of median | min / max | val mean | epochs | "
+        "s / run | SpSNN median | median CI vs SpSNN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def interval(ci):
+        return "-" if ci is None else f"{ci[0]:.2f} - {ci[1]:.2f}"
+
     for r in rows:
         spsnn = "-" if r["spsnn_median"] is None else f"{r['spsnn_median']:.2f}"
         lines.append(
             f"| {r['variant']} | {r['dim'] or '-'} | {r['hidden']} | {r['params']} | "
             f"{','.join(map(str, r['seeds']))} | {r['mean']:.2f} ± {r['std']:.2f} | "
-            f"{r['median']:.2f} | {r['min']:.2f} / {r['max']:.2f} | {r['val_mean']:.2f} | "
-            f"{r['epochs']} | {r['time_s']:.0f} | {spsnn} |"
+            f"{interval(r['mean_ci95'])} | {r['median']:.2f} | {interval(r['median_ci95'])} | "
+            f"{r['min']:.2f} / {r['max']:.2f} | {r['val_mean']:.2f} | "
+            f"{r['epochs']} | {r['time_s']:.0f} | {spsnn} | {r['vs_spsnn']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -204,3 +204,19 @@ def test_the_script_restarts_itself_with_the_avx2_pins_unless_asked_not_to(bench
         monkeypatch.setenv(name, value)
     bench.run_pinned(["--quick"])  # already pinned: no restart
     assert len(calls) == 1
+
+
+def test_intervals_of_the_mean_and_the_median_and_the_verdict_against_spsnn(bench):
+    values = [97.6, 98.7, 97.9, 98.3, 98.0, 97.2, 98.5, 98.1, 97.7, 98.4]
+    lo, hi = bench.mean_interval(values)
+    # mean 98.04, std 0.4575: half width t(0.975, 9) * std / sqrt(10) = 2.2622 * 0.14467
+    assert abs((lo + hi) / 2 - 98.04) < 1e-9 and abs((hi - lo) / 2 - 0.32727) < 1e-4
+    # n = 10: (x_(2), x_(9)) covers the median with 1 - 2 * 11 / 1024 = 97.9 %; x_(3)
+    # and x_(8) would cover only 89.1 %.
+    assert bench.median_interval(values) == (97.6, 98.5)
+    assert bench.median_interval(values[:5]) is None  # 5 values cannot reach 95 %
+    assert bench.mean_interval([98.0]) is None
+    assert bench.verdict((97.6, 98.5), 98.12) == "overlaps"
+    assert bench.verdict((98.2, 98.5), 98.12) == "above"
+    assert bench.verdict((97.0, 98.0), 98.12) == "below"
+    assert bench.verdict(None, 98.12) == bench.verdict((97.0, 98.0), None) == "-"
