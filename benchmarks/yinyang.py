@@ -462,11 +462,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.isa == "avx2" and not pinned:
         print("yinyang.py: the AVX2 pins are not in this process's environment (run the")
         print("script itself, which sets them); the records say what was used instead")
+    numerics = machine_info(torch.device("cpu"))["numerics"]  # the code as it starts
+    numerics["isa_pinned"] = pinned
     for seed in args.seeds:
         cfg = Config(**{**fields, "seed": seed})
         record = train(cfg)
         machine = machine_info(torch.device("cpu"))
-        machine["numerics"]["isa_pinned"] = pinned
+        machine["numerics"] = numerics
         record.update(command=command, machine=machine)
         (args.out / f"{cfg.tag}-s{seed}.json").write_text(json.dumps(record, indent=1))
         print(
