@@ -266,29 +266,36 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
     except ValueError as exc:  # e.g. backend='cupy' without CuPy
         raise Skip(str(exc)) from exc
     layer.cpu_kernel = cpu_kernel
-    gather_only = method == "spatial-cpu-gather"
+    events = "off" if method == "spatial-cpu-gather" else "auto"
 
     def step() -> None:
         _zero_grad(layer, x)
         layer.reset()
-        with events_off(gather_only):
+        with event_kernels(events):
             layer(x).sum().backward()
 
     return step
 
 
+#: ``event_kernels`` modes: the numba backend's (MIN_WORK, EVENT_COST) rule for choosing
+#: its event kernels; None keeps the backend's own.
+EVENT_MODES = {"auto": None, "off": (2**62, 0), "on": (0, -1)}
+
+
 @contextlib.contextmanager
-def events_off(off: bool):
-    """The numba backend's event kernels switched off while the block runs (if ``off``)."""
+def event_kernels(mode: str):
+    """While the block runs, the numba backend picks its event kernels as usual
+    (``"auto"``), never (``"off"``: no call is large enough to count its events) or for
+    every call (``"on"``: the rule accepts even calls where the gather does nothing)."""
     from sj_spatial.backends import cpu_events
 
-    saved = cpu_events.MIN_WORK
-    if off:
-        cpu_events.MIN_WORK = 2**62  # no call is large enough to count its events
+    saved = cpu_events.MIN_WORK, cpu_events.EVENT_COST
+    if EVENT_MODES[mode] is not None:
+        cpu_events.MIN_WORK, cpu_events.EVENT_COST = EVENT_MODES[mode]
     try:
         yield
     finally:
-        cpu_events.MIN_WORK = saved
+        cpu_events.MIN_WORK, cpu_events.EVENT_COST = saved
 
 
 def dcls_kernel_size(max_delay: int) -> int:

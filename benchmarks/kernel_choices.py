@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_layers import cpu_model
+from bench_layers import cpu_model, event_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -139,18 +139,14 @@ def events(rounds: int) -> list[str]:
             def step(args=(x, weight, taps, frac, window, steps)) -> None:
                 cpu._DelayedMatmul.apply(*args).sum().backward()
 
-            def forced(rule: float, step=step) -> Callable[[], None]:
+            def forced(mode: str, step=step) -> Callable[[], None]:
                 def run() -> None:
-                    saved = cpu_events.MIN_WORK, cpu_events.EVENT_COST
-                    cpu_events.MIN_WORK, cpu_events.EVENT_COST = 0, rule
-                    try:
+                    with event_kernels(mode):
                         step()
-                    finally:
-                        cpu_events.MIN_WORK, cpu_events.EVENT_COST = saved
 
                 return run
 
-            times = interleaved({"gather": forced(float("inf")), "events": forced(-1)}, rounds)
+            times = interleaved({"gather": forced("off"), "events": forced("on")}, rounds)
             gather, event = (statistics.median(times[k]) for k in ("gather", "events"))
             updates = int((x != 0).sum()) * n_out
             implied = (event / updates) / (gather / reached)
