@@ -57,3 +57,18 @@ def assert_close(actual, expected, dtype):
     else:  # float32 sums in another order; scale atol for sums that cancel
         scale = max(1.0, float(expected.abs().max()))
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def assert_equals_dense(impl, dense, args, dtype, needs=(True, True, True)):
+    """``impl``'s output and the gradients in ``needs`` (x, weight, frac) of
+    ``make_inputs``' ``args`` equal the dense reference's within :func:`assert_close`."""
+    x, weight, *_, t_out = args
+    n, n_out = x.shape[1], weight.shape[0]
+    grad_y = torch.randn(t_out, n, n_out, dtype=dtype)
+    y, grads = run(impl, *args, grad_y, needs)
+    y_ref, grads_ref = run(dense, *args, grad_y, needs)
+    assert y.shape == (t_out, n, n_out)
+    assert len(grads) == sum(needs)
+    assert_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert_close(g, g_ref, dtype)

@@ -15,7 +15,7 @@ from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
 from sj_spatial.backends import cpu, cpu_events, dense, select
 from sj_spatial.layers import set_cpu_kernel
 
-from matmul_cases import SHAPES, TAPS, assert_close, make_inputs, run, small
+from matmul_cases import SHAPES, TAPS, assert_close, assert_equals_dense, make_inputs, run, small
 
 
 @pytest.fixture(params=["serial", "parallel"])
@@ -32,28 +32,15 @@ def threading(request, monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, threading):
     args = make_inputs(shape, taps_mode, dtype)
-    t_out, n, n_out = shape[5], shape[1], shape[3]
-    grad_y = torch.randn(t_out, n, n_out, dtype=dtype)
-    y, grads = run(cpu, *args, grad_y)
-    y_ref, grads_ref = run(dense, *args, grad_y)
-    assert y.shape == (t_out, n, n_out)
-    assert_close(y, y_ref, dtype)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        assert_close(g, g_ref, dtype)
+    assert_equals_dense(cpu, dense, args, dtype)
 
 
 @pytest.mark.parametrize(
     "needs", [(True, False, False), (False, True, False), (False, False, True), (True, False, True)]
 )
 def test_any_subset_of_gradients(needs):
-    shape = (11, 3, 6, 5, 4, 11)
-    args = make_inputs(shape, "random", torch.float64)
-    grad_y = torch.randn(11, 3, 5, dtype=torch.float64)
-    _, grads = run(cpu, *args, grad_y, needs)
-    _, grads_ref = run(dense, *args, grad_y, needs)
-    assert len(grads) == sum(needs)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        assert_close(g, g_ref, torch.float64)
+    args = make_inputs((11, 3, 6, 5, 4, 11), "random", torch.float64)
+    assert_equals_dense(cpu, dense, args, torch.float64, needs)
 
 
 def test_frac_gradient_at_zero_frac_is_the_interpolation_slope():

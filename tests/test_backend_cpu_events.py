@@ -9,7 +9,7 @@ pytest.importorskip("numba")
 from sj_spatial import SpatialDelayLinear
 from sj_spatial.backends import cpu, cpu_events, dense
 
-from matmul_cases import SHAPES, TAPS, assert_close, make_inputs, run
+from matmul_cases import SHAPES, TAPS, assert_close, assert_equals_dense, make_inputs, run
 
 
 @pytest.fixture(params=["serial", "parallel"])
@@ -43,15 +43,8 @@ def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, events_only,
     taps past the last step, integer delays, pruned synapses and non-binary inputs."""
     choices = spy(monkeypatch)
     args = make_inputs(shape, taps_mode, dtype)
-    t_out, n, n_out = shape[5], shape[1], shape[3]
-    grad_y = torch.randn(t_out, n, n_out, dtype=dtype)
-    y, grads = run(cpu, *args, grad_y)
-    y_ref, grads_ref = run(dense, *args, grad_y)
+    assert_equals_dense(cpu, dense, args, dtype)
     assert choices and all(choices)
-    assert y.shape == (t_out, n, n_out)
-    assert_close(y, y_ref, dtype)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        assert_close(g, g_ref, dtype)
 
 
 @pytest.mark.parametrize(
@@ -59,12 +52,7 @@ def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, events_only,
 )
 def test_any_subset_of_gradients(needs, events_only):
     args = make_inputs((11, 3, 6, 5, 4, 11), "random", torch.float64)
-    grad_y = torch.randn(11, 3, 5, dtype=torch.float64)
-    _, grads = run(cpu, *args, grad_y, needs)
-    _, grads_ref = run(dense, *args, grad_y, needs)
-    assert len(grads) == sum(needs)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        assert_close(g, g_ref, torch.float64)
+    assert_equals_dense(cpu, dense, args, torch.float64, needs)
 
 
 def test_all_zero_input_gives_zero_output_and_gradients(events_only):
