@@ -12,6 +12,13 @@ Variants (``--variant``):
 - ``none``: ``layer.Linear`` layers, no delays.
 - ``free``: ``sj_spatial.baselines.FreeDelayLinear``, one learned delay per synapse.
 
+``--readout-bias zero`` starts the readout's bias at zero instead of ``nn.Linear``'s
+uniform draw. With a maximum-over-time readout, a start where every readout bias is
+negative and the hidden layer spikes rarely is a trap: each maximum sits at the first step,
+which no hidden spike reaches, so only the biases get gradients, and cross-entropy's
+gradients sum to zero over the classes, so they cannot lift all three. Without delays
+(``none``) 2 of 5 seeds stayed at chance that way (benchmarks/RESULTS.md).
+
 Training: Adam on ``sj_spatial.param_groups`` (positions / free delays at
 ``--position-lr``), cosine learning-rate decay over the epochs; the model of the epoch
 with the best validation accuracy is kept and its test accuracy reported. Each
@@ -53,6 +60,7 @@ from sj_spatial.data.yinyang import NUM_CHANNELS, NUM_CLASSES, make_yinyang, ttf
 from sj_spatial.models import ExponentialSynapse
 
 VARIANTS = ("spatial", "fixed", "none", "free")
+READOUT_BIAS = ("uniform", "zero")
 #: The environment that pins every CPU kernel library to its AVX2 code path (read when
 #: each library loads, so it is set before the process starts: :func:`run_pinned`).
 AVX2 = {
@@ -94,16 +102,19 @@ class Config:
     tau_mem: float = 8.0
     tau_out: float = 8.0
     init_gain: float = 2.0
+    readout_bias: str = "uniform"
     train_size: int = 5000
     val_size: int = 1000
     test_size: int = 1000
 
     @property
     def tag(self) -> str:
-        """``variant[-dD]-hH[-eE]``: the epoch count appears when it is not the default."""
+        """``variant[-dD]-hH[-eE][-rb0]``: the epoch count appears when it is not the
+        default, ``-rb0`` for a readout bias that starts at zero."""
         dim = f"-d{self.dim}" if self.variant in ("spatial", "fixed") else ""
         epochs = "" if self.epochs == DEFAULT_EPOCHS else f"-e{self.epochs}"
-        return f"{self.variant}{dim}-h{self.hidden}{epochs}"
+        bias = "-rb0" if self.readout_bias == "zero" else ""
+        return f"{self.variant}{dim}-h{self.hidden}{epochs}{bias}"
 
 
 def expected_params(variant: str, hidden: int, dim: int) -> int:
@@ -143,10 +154,16 @@ def build_model(cfg: Config) -> nn.Sequential:
     """``[T, N, 5]`` spikes -> readout membranes ``[T, N, 3]`` for ``cfg.variant``."""
     if cfg.variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
+    if cfg.readout_bias not in READOUT_BIAS:
+        raise ValueError(
+            f"readout_bias must be one of {list(READOUT_BIAS)}, got {cfg.readout_bias!r}"
+        )
     torch.manual_seed(cfg.seed)
     first, second = _synapses(cfg)
     with torch.no_grad():
         first.weight.mul_(cfg.init_gain)
+        if cfg.readout_bias == "zero":
+            second.bias.zero_()
     lif = neuron.LIFNode(
         tau=cfg.tau_mem,
         decay_input=False,
@@ -247,7 +264,9 @@ def train(cfg: Config, log=print) -> dict:
 
 
 def _group_key(run: dict) -> tuple:
-    return (run["variant"], run["dim"] or 0, run["hidden"], run["config"]["epochs"])
+    config = run["config"]
+    bias = config.get("readout_bias", "uniform")
+    return (run["variant"], run["dim"] or 0, run["hidden"], config["epochs"], bias)
 
 
 def _spsnn(run: dict) -> float | None:
@@ -307,6 +326,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             {
                 "tag": group[0]["tag"],
                 "variant": key[0],
+                "readout_bias": key[4],
                 "dim": group[0]["dim"],
                 "hidden": key[2],
                 "params": group[0]["params"],
@@ -343,8 +363,9 @@ def markdown(rows: list[dict]) -> str:
 
     for r in rows:
         spsnn = "-" if r["spsnn_median"] is None else f"{r['spsnn_median']:.2f}"
+        variant = r["variant"] + (" (readout bias 0)" if r.get("readout_bias") == "zero" else "")
         lines.append(
-            f"| {r['variant']} | {r['dim'] or '-'} | {r['hidden']} | {r['params']} | "
+            f"| {variant} | {r['dim'] or '-'} | {r['hidden']} | {r['params']} | "
             f"{','.join(map(str, r['seeds']))} | {r['mean']:.2f} ± {r['std']:.2f} | "
             f"{interval(r['mean_ci95'])} | {r['median']:.2f} | {interval(r['median_ci95'])} | "
             f"{r['min']:.2f} / {r['max']:.2f} | {r['val_mean']:.2f} | "
@@ -438,6 +459,12 @@ def make_parser() -> argparse.ArgumentParser:
     ):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument(
+        "--readout-bias",
+        choices=READOUT_BIAS,
+        default=defaults.readout_bias,
+        help="the readout bias's start: nn.Linear's uniform draw (default) or zero",
+    )
     parser.add_argument(
         "--interpolate",
         action=argparse.BooleanOptionalAction,

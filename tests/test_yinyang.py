@@ -148,16 +148,30 @@ def test_run_tags_name_the_variant_and_a_non_default_epoch_count(bench):
     assert bench.Config(variant="spatial", dim=3).tag == "spatial-d3-h45"
     assert bench.Config(variant="free", dim=3, hidden=100).tag == "free-h100"
     assert bench.Config(variant="none", epochs=80).tag == "none-h45-e80"
+    assert bench.Config(variant="none", readout_bias="zero").tag == "none-h45-rb0"
+
+
+def test_readout_bias_starts_at_zero_on_request_and_nothing_else_moves(bench):
+    base = bench.build_model(bench.Config(variant="none", seed=3))
+    zero = bench.build_model(bench.Config(variant="none", seed=3, readout_bias="zero"))
+    assert base[2].bias.abs().min() > 0 and torch.equal(zero[2].bias, torch.zeros(3))
+    for name, value in base.state_dict().items():
+        if name != "2.bias":
+            assert torch.equal(zero.state_dict()[name], value), name
+    with pytest.raises(ValueError, match="readout_bias"):
+        bench.build_model(bench.Config(readout_bias="none"))
 
 
 def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
     runs = [("spatial", "2"), ("none", "2"), ("free", "2"), ("fixed", "3")]
     for variant, dim in runs:
         bench.main(["--quick", "--variant", variant, "--dim", dim, "--out", str(tmp_path)])
+    bench.main(["--quick", "--variant", "none", "--readout-bias", "zero", "--out", str(tmp_path)])
     files = sorted(p.name for p in tmp_path.glob("*-s0.json"))
     assert files == [
         "fixed-d3-h8-e1-s0.json",
         "free-h8-e1-s0.json",
+        "none-h8-e1-rb0-s0.json",
         "none-h8-e1-s0.json",
         "spatial-d2-h8-e1-s0.json",
     ]
@@ -183,9 +197,11 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
         "fixed-d3-h8-e1",
         "free-h8-e1",
         "none-h8-e1",
+        "none-h8-e1-rb0",
         "spatial-d2-h8-e1",
     ]
-    assert table.count("\n") == 2 + len(runs) and "| spatial | 2 | 8 | 99 | 0 |" in table
+    assert table.count("\n") == 3 + len(runs) and "| spatial | 2 | 8 | 99 | 0 |" in table
+    assert "| none (readout bias 0) | - | 8 | 67 | 0 |" in table
     assert (tmp_path / "accuracy_vs_params.png").stat().st_size > 0
 
 
