@@ -433,3 +433,61 @@ def test_builtin_shd_root_generates_once_into_the_cache(tmp_path, monkeypatch):
     assert root == tmp_path / "synthetic_shd" and (root / "shd_train.h5").is_file()
     mtime = (root / "shd_train.h5").stat().st_mtime_ns
     assert builtin_shd_root() == root and (root / "shd_train.h5").stat().st_mtime_ns == mtime
+
+
+def test_write_shd_round_trips_through_read_shd_and_shd(tmp_path):
+    from sj_spatial.data import write_shd as write
+
+    samples = [([0.5, 0.001, 1.25], [699, 0, 3]), ([], [])]
+    path = write(
+        tmp_path / "shd_train.h5",
+        samples,
+        labels=[19, 0],
+        speakers=[2, 0],
+        keys=[f"k{c}" for c in range(20)],
+        gender=["female", "male", "female"],
+        age=[30, 40, 50],
+        body_height=[170, 180, 160],
+    )
+    events = read_shd(path)
+    assert events.offsets.tolist() == [0, 3, 3] and events.labels.tolist() == [19, 0]
+    assert events.units.tolist() == [699, 0, 3] and events.speakers.tolist() == [2, 0]
+    assert events.times.tolist() == np.float16([0.5, 0.001, 1.25]).astype(float).tolist()
+    with h5py.File(path) as f:
+        assert f["spikes/times"].dtype.metadata["vlen"] == np.float16
+        assert f["spikes/units"].dtype.metadata["vlen"] == np.uint16
+        assert f["extra/keys"][19] == b"k19"
+        assert f["extra/meta_info/gender"][:].tolist() == [b"female", b"male", b"female"]
+        assert f["extra/meta_info/body_height"][:].tolist() == [170, 180, 160]
+    assert len(SHD(tmp_path, train=True, cache_dir=tmp_path / "cache")) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(labels=[0]), "one entry per sample"),
+        (dict(labels=[0, 20]), "labels must lie in 0..19"),
+        (dict(keys=["a"]), "keys must name the 20 classes"),
+        (dict(samples=[([0.1], [700]), ([], [])]), "sample 0: units must lie in 0..699"),
+        (dict(samples=[([0.1], [1]), ([-0.1], [1])]), "sample 1: times must be finite"),
+        (dict(samples=[([0.1, 0.2], [1]), ([], [])]), "sample 0: times and units"),
+    ],
+)
+def test_write_shd_refuses_what_is_not_shd_and_keeps_the_old_file(tmp_path, change, match):
+    from sj_spatial.data import write_shd as write
+
+    target = tmp_path / "shd_test.h5"
+    target.write_bytes(b"the user's file")
+    kwargs = dict(
+        samples=[([0.1], [1]), ([], [])],
+        labels=[0, 1],
+        speakers=[0, 0],
+        keys=[str(c) for c in range(20)],
+        gender=["male"],
+        age=[0],
+        body_height=[0],
+    )
+    with pytest.raises(ValueError, match=match):
+        write(target, **{**kwargs, **change})
+    assert target.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shd_test.h5"]

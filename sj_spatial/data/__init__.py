@@ -2,7 +2,7 @@
 
 from ._files import default_cache_dir
 from .augment import AugmentedSHD, blend_events, random_shift, shift_units
-from .shd import SHD, SHDFormatError, collate, find_shd_file, read_shd
+from .shd import SHD, SHDFormatError, collate, find_shd_file, read_shd, write_shd
 from .splits import builtin_shd_root, shd_splits
 from .synthetic import ensure_synthetic_shd, make_synthetic_shd
 from .yinyang import YinYang, make_yinyang, ttfs_encode, yinyang_class, yinyang_split
@@ -24,6 +24,7 @@ __all__ = [
     "read_shd",
     "shd_splits",
     "shift_units",
+    "write_shd",
     "ttfs_encode",
     "yinyang_class",
     "yinyang_split",

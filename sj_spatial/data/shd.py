@@ -200,6 +200,62 @@ def read_shd(path: str | os.PathLike, start: int = 0, stop: int | None = None) -
         return _read_block(f, path, start, stop)
 
 
+def write_shd(
+    path: str | os.PathLike,
+    samples,
+    labels,
+    speakers,
+    keys,
+    gender,
+    age,
+    body_height,
+) -> Path:
+    """Write one file in SHD's layout and dtypes, atomically (a crash leaves the old file
+    or none, never half of one); returns its path.
+
+    ``samples`` holds one ``(times, units)`` pair per sample: spike times in seconds and
+    their channels ``0..699``, stored as SHD stores them (float16 and uint16). ``labels``
+    (``0..19``) and ``speakers`` have one entry per sample; ``keys`` names the 20 classes;
+    ``gender`` (``"female"`` / ``"male"``), ``age`` and ``body_height`` have one entry per
+    speaker (``/extra/meta_info``). :func:`read_shd` and :class:`SHD` read the file back.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    speakers = np.asarray(speakers)
+    if len(samples) != len(labels) or len(speakers) != len(labels):
+        raise ValueError(
+            f"samples, labels and speakers must have one entry per sample, got "
+            f"{len(samples)}, {len(labels)} and {len(speakers)}"
+        )
+    if len(keys) != NUM_CLASSES:
+        raise ValueError(f"keys must name the {NUM_CLASSES} classes, got {len(keys)}")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}")
+    times = np.empty(len(labels), dtype=object)
+    units = np.empty(len(labels), dtype=object)
+    for i, (t, u) in enumerate(samples):
+        t, u = np.asarray(t, dtype=np.float64), np.asarray(u)
+        if t.shape != u.shape or t.ndim != 1:
+            raise ValueError(f"sample {i}: times and units must be 1-D of one length")
+        if u.size and (u.min() < 0 or u.max() >= NUM_CHANNELS):
+            raise ValueError(f"sample {i}: units must lie in 0..{NUM_CHANNELS - 1}")
+        if not np.all(np.isfinite(t) & (t >= 0)):
+            raise ValueError(f"sample {i}: times must be finite and non-negative")
+        times[i], units[i] = t.astype(np.float16), u.astype(np.uint16)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("spikes/times", data=times, dtype=h5py.vlen_dtype(np.float16))
+            f.create_dataset("spikes/units", data=units, dtype=h5py.vlen_dtype(np.uint16))
+            f.create_dataset("labels", data=labels.astype(np.uint16))
+            f.create_dataset("extra/speaker", data=speakers.astype(np.uint16))
+            f.create_dataset("extra/keys", data=np.array([str(k).encode() for k in keys]))
+            meta = f.create_group("extra/meta_info")
+            meta.create_dataset("gender", data=np.array([str(g).encode() for g in gender]))
+            meta.create_dataset("age", data=np.asarray(age).astype(np.uint16))
+            meta.create_dataset("body_height", data=np.asarray(body_height).astype(np.uint16))
+    return path
+
+
 def _open(path: Path, where=None) -> h5py.File:
     where = path if where is None else where
     try:

@@ -20,12 +20,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .._checks import check_float, check_int
 from ._files import atomic_path
-from .shd import NUM_CHANNELS, NUM_CLASSES
+from .shd import NUM_CHANNELS, NUM_CLASSES, write_shd
 
 NUM_SPEAKERS = 12
 #: Speakers who appear only in the test file, as two of SHD's twelve do.
@@ -135,24 +134,17 @@ def _split(rng, n: int, speaker_pool, speakers: dict, patterns, config) -> dict:
 
 
 def _write(target: Path, split: dict, speakers: dict) -> None:
-    """Write one file in SHD's layout and dtypes, atomically."""
-    n = len(split["labels"])
-    times = np.empty(n, dtype=object)
-    units = np.empty(n, dtype=object)
-    for i, (t, u) in enumerate(split["samples"]):
-        times[i], units[i] = t, u
-    keys = np.array([f"synthetic-{c:02d}".encode() for c in range(NUM_CLASSES)])
-    with atomic_path(target) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("spikes/times", data=times, dtype=h5py.vlen_dtype(np.float16))
-            f.create_dataset("spikes/units", data=units, dtype=h5py.vlen_dtype(np.uint16))
-            f.create_dataset("labels", data=split["labels"].astype(np.uint16))
-            f.create_dataset("extra/speaker", data=split["speakers"].astype(np.uint16))
-            f.create_dataset("extra/keys", data=keys)
-            meta = f.create_group("extra/meta_info")
-            meta.create_dataset("gender", data=np.array([b"female", b"male"])[speakers["gender"]])
-            meta.create_dataset("age", data=speakers["age"].astype(np.uint16))
-            meta.create_dataset("body_height", data=speakers["body_height"].astype(np.uint16))
+    """Write one split in SHD's layout and dtypes, atomically."""
+    write_shd(
+        target,
+        split["samples"],
+        split["labels"],
+        split["speakers"],
+        keys=[f"synthetic-{c:02d}" for c in range(NUM_CLASSES)],
+        gender=np.array(["female", "male"])[speakers["gender"]],
+        age=speakers["age"],
+        body_height=speakers["body_height"],
+    )
 
 
 def make_synthetic_shd(
