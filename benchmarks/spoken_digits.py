@@ -1,0 +1,386 @@
+"""Spoken digits in SHD's file layout, from speech synthesizers and a cochlea-like front end.
+
+Builds ``shd_train.h5`` and ``shd_test.h5`` (the layout of ``sj_spatial.data.write_shd``,
+read unchanged by ``sj_spatial.data.SHD`` and ``sj-spatial train --data-root``): the
+digits 0-9 in English (labels 0-9) and German (labels 10-19), as in SHD, spoken by the
+synthetic speakers of :data:`SPEAKERS`. The test file's speakers never speak in the
+training file. Each recording goes through :func:`cochlea`: a 700-channel gammatone
+filterbank on the ERB-rate scale, hair-cell rectification, compression and smoothing, and
+one leaky integrate-and-fire neuron per channel. The model, its parameters and the data's
+limits are in docs/data.md ("Spoken digits from speech synthesizers").
+
+Needs the Debian packages ``espeak-ng`` (English and German) and ``flite`` (more English
+voices)::
+
+    apt-get install espeak-ng flite
+    python benchmarks/spoken_digits.py --out data/spoken_digits
+    sj-spatial train --data-root data/spoken_digits
+
+The same arguments and synthesizer versions give identical files (each recording draws
+its variations from its own seed); ``build.json`` beside the files records both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+from scipy import signal
+
+from sj_spatial.data import write_shd
+from sj_spatial.data._files import atomic_path
+
+ENGLISH = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+GERMAN = ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun")
+#: Class names in label order, as SHD's ``/extra/keys``.
+KEYS = tuple(f"english-{w}" for w in ENGLISH) + tuple(f"german-{w}" for w in GERMAN)
+PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite"}
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A synthetic speaker: a synthesizer voice with its own pitch and speaking rate.
+
+    ``espeak-ng`` speakers are a voice variant (``m3``, ``f2``, ``klatt``, ...) speaking an
+    English accent (``english``) and German; ``flite`` speakers are one of flite's voices
+    and speak English only. ``pitch``: espeak-ng's 0-99 scale, or flite's mean F0 in Hz;
+    ``rate``: words per minute (espeak-ng) or a duration stretch (flite, 1 = normal).
+    """
+
+    name: str
+    engine: str
+    voice: str
+    english: str
+    pitch: float
+    rate: float
+    gender: str
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """Classes this speaker says: all 20, or the 10 English ones for flite."""
+        return tuple(range(10)) if self.engine == "flite" else tuple(range(20))
+
+
+def _espeak(variant, english, pitch, rate, gender):
+    return Speaker(
+        f"espeak-{variant}-{english}", "espeak-ng", variant, english, pitch, rate, gender
+    )
+
+
+def _flite(voice, pitch, rate, gender):
+    return Speaker(f"flite-{voice}", "flite", voice, "en", pitch, rate, gender)
+
+
+#: Training speakers: 16 espeak-ng voices over 8 English accents, and 3 flite voices.
+TRAIN_SPEAKERS = (
+    _espeak("m1", "en-us", 45, 165, "male"),
+    _espeak("m2", "en-gb", 35, 150, "male"),
+    _espeak("m3", "en-gb-scotland", 50, 175, "male"),
+    _espeak("m5", "en-029", 40, 140, "male"),
+    _espeak("m6", "en-gb-x-rp", 30, 160, "male"),
+    _espeak("m8", "en-us-nyc", 55, 185, "male"),
+    _espeak("klatt", "en-gb-x-gbclan", 45, 150, "male"),
+    _espeak("klatt2", "en-us", 60, 170, "male"),
+    _espeak("Andy", "en-gb-x-gbcwmd", 40, 160, "male"),
+    _espeak("edward", "en-us", 35, 145, "male"),
+    _espeak("f1", "en-gb", 55, 160, "female"),
+    _espeak("f2", "en-us", 65, 175, "female"),
+    _espeak("f5", "en-gb-scotland", 50, 150, "female"),
+    _espeak("Annie", "en-029", 60, 165, "female"),
+    _espeak("linda", "en-gb-x-rp", 70, 155, "female"),
+    _espeak("steph", "en-us-nyc", 55, 180, "female"),
+    _flite("awb", 110, 1.0, "male"),
+    _flite("kal16", 100, 1.05, "male"),
+    _flite("slt", 170, 0.95, "female"),
+)
+#: Test speakers, never heard in training: other variants, accents and a flite voice.
+TEST_SPEAKERS = (
+    _espeak("m4", "en-gb-x-gbcwmd", 40, 155, "male"),
+    _espeak("m7", "en-us", 50, 170, "male"),
+    _espeak("klatt3", "en-gb", 45, 160, "male"),
+    _espeak("f3", "en-gb-x-gbclan", 60, 165, "female"),
+    _espeak("f4", "en-us-nyc", 65, 150, "female"),
+    _flite("rms", 105, 1.0, "male"),
+)
+SPEAKERS = TRAIN_SPEAKERS + TEST_SPEAKERS
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """The cochlea-like front end (docs/data.md). Frequencies in Hz, times in seconds."""
+
+    sample_rate: int = 16000
+    channels: int = 700
+    low: float = 100.0
+    high: float = 7500.0
+    preemphasis: float = 0.95
+    rms: float = 0.05
+    compression: float = 0.3
+    smoothing: float = 300.0
+    tau: float = 0.002
+    gain: float = 10.0
+    refractory: float = 0.001
+    max_duration: float = 1.4
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How each recording varies around its speaker (drawn uniformly per recording)."""
+
+    pitch: float = 8.0
+    rate: float = 0.12
+    level_db: float = 6.0
+    lead: tuple[float, float] = (0.02, 0.2)
+    snr_db: tuple[float, float] = (25.0, 45.0)
+
+
+def erb_space(low: float, high: float, n: int) -> np.ndarray:
+    """``n`` frequencies evenly spaced on the ERB-rate scale of Glasberg and Moore (1990),
+    ``21.4 log10(1 + 0.00437 f)``, from ``low`` to ``high`` Hz."""
+    rate = np.linspace(*(21.4 * np.log10(1 + 0.00437 * f) for f in (low, high)), n)
+    return (10 ** (rate / 21.4) - 1) / 0.00437
+
+
+@numba.njit(cache=True)
+def _fire(drive, dt, tau, refractory):  # pragma: no cover - compiled
+    """Leaky integrate-and-fire per channel: ``drive [channels, samples]`` -> the sample
+    index and channel of every spike, in time order."""
+    channels, samples = drive.shape
+    v = np.zeros(channels)
+    quiet = np.zeros(channels)
+    steps, units = [], []
+    decay = math.exp(-dt / tau)
+    for k in range(samples):
+        for c in range(channels):
+            if quiet[c] > 0:
+                quiet[c] -= dt
+                continue
+            v[c] = decay * v[c] + (1 - decay) * drive[c, k]
+            if v[c] >= 1.0:
+                v[c] = 0.0
+                quiet[c] = refractory
+                steps.append(k)
+                units.append(c)
+    return np.array(steps, dtype=np.int64), np.array(units, dtype=np.int64)
+
+
+def cochlea(audio: np.ndarray, front: FrontEnd = FrontEnd()) -> tuple[np.ndarray, np.ndarray]:
+    """Spike times (s) and channels of a recording ``audio`` at ``front.sample_rate``.
+
+    Pre-emphasis ``x[n] - preemphasis x[n-1]`` (the outer and middle ear's rise of about
+    6 dB per octave up to a few kHz) -> gammatone filter (4th order, one per channel, low
+    to high frequency) -> half-wave rectification -> power-law compression -> first-order
+    low-pass (``smoothing`` Hz: the hair cell's loss of phase locking) -> leaky
+    integrate-and-fire neuron (time constant ``tau``, threshold 1, reset to 0,
+    ``refractory``), driven by ``gain`` times the smoothed signal. The caller sets the
+    level (:func:`recording` scales each recording to RMS ``front.rms``)."""
+    fs = front.sample_rate
+    audio = signal.lfilter([1.0, -front.preemphasis], [1.0], audio)
+    out = np.empty((front.channels, audio.size), dtype=np.float64)
+    for c, f in enumerate(erb_space(front.low, front.high, front.channels)):
+        b, a = signal.gammatone(f, "iir", fs=fs)
+        out[c] = signal.lfilter(b, a, audio)
+    np.maximum(out, 0.0, out=out)
+    np.power(out, front.compression, out=out)
+    pole = math.exp(-2 * math.pi * front.smoothing / fs)
+    out = signal.lfilter([1 - pole], [1, -pole], out, axis=1)
+    steps, units = _fire(front.gain * out, 1.0 / fs, front.tau, front.refractory)
+    return steps / fs, units
+
+
+def _check_tools(speakers) -> None:
+    missing = sorted({s.engine for s in speakers if shutil.which(s.engine) is None})
+    if missing:
+        packages = " ".join(PACKAGES[m] for m in missing)
+        raise SystemExit(
+            f"spoken_digits.py: {', '.join(missing)} not found; install with "
+            f"'apt-get install {packages}' (Debian/Ubuntu)"
+        )
+
+
+def synthesize(speaker: Speaker, label: int, pitch: float, rate: float, folder: Path) -> tuple:
+    """``(samples, sample_rate)`` of ``speaker`` saying class ``label``, written by the
+    synthesizer to a file in ``folder``."""
+    wav = folder / "say.wav"
+    if speaker.engine == "espeak-ng":
+        voice = (speaker.english if label < 10 else "de") + "+" + speaker.voice
+        word = ENGLISH[label] if label < 10 else GERMAN[label - 10]
+        command = ["espeak-ng", "-v", voice, "-p", str(round(pitch)), "-s", str(round(rate))]
+        command += ["-w", str(wav), word]
+    else:
+        command = ["flite", "-voice", speaker.voice, "-t", ENGLISH[label], "-o", str(wav)]
+        command += ["--setf", f"duration_stretch={rate:.4f}"]
+        command += ["--setf", f"int_f0_target_mean={pitch:.2f}"]
+    subprocess.run(command, check=True, capture_output=True)
+    with wave.open(str(wav)) as f:
+        rate_hz, width = f.getframerate(), f.getsampwidth()
+        frames = f.readframes(f.getnframes())
+    if width != 2:
+        raise RuntimeError(f"{speaker.engine} wrote {8 * width}-bit audio, expected 16-bit")
+    return np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32768.0, rate_hz
+
+
+def _trim(audio: np.ndarray, fs: int, frame: float = 0.01, floor_db: float = 40.0):
+    """``audio`` without its leading and trailing 10 ms frames more than ``floor_db``
+    below the loudest frame (the synthesizers' silences differ in length)."""
+    size = round(frame * fs)
+    frames = audio[: audio.size // size * size].reshape(-1, size)
+    energy = np.mean(frames**2, axis=1)
+    if not energy.size or energy.max() <= 0:
+        return audio
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
+    return audio[loud[0] * size : (loud[-1] + 1) * size]
+
+
+def recording(
+    speaker: Speaker, label: int, seed: int, folder: Path, front=FrontEnd(), vary=Variation()
+) -> tuple[np.ndarray, np.ndarray]:
+    """One recording's spikes: the speaker's voice varied by ``seed`` (pitch, rate, level,
+    leading silence, background noise), resampled, scaled and passed to :func:`cochlea`."""
+    rng = np.random.default_rng(seed)
+    pitch = speaker.pitch + rng.uniform(-vary.pitch, vary.pitch) * (
+        1.0 if speaker.engine == "espeak-ng" else 2.0
+    )
+    stretch = 1.0 + rng.uniform(-vary.rate, vary.rate)
+    rate = speaker.rate * stretch if speaker.engine == "espeak-ng" else speaker.rate / stretch
+    audio, rate_hz = synthesize(speaker, label, pitch, rate, folder)
+    if rate_hz != front.sample_rate:
+        g = math.gcd(rate_hz, front.sample_rate)
+        audio = signal.resample_poly(audio, front.sample_rate // g, rate_hz // g)
+    audio = _trim(audio, front.sample_rate)
+    lead = np.zeros(round(rng.uniform(*vary.lead) * front.sample_rate))
+    audio = np.concatenate([lead, audio])[: round(front.max_duration * front.sample_rate)]
+    level = front.rms * 10 ** (rng.uniform(-vary.level_db, vary.level_db) / 20)
+    audio *= level / max(float(np.sqrt(np.mean(audio[lead.size :] ** 2))), 1e-12)
+    noise = level * 10 ** (-rng.uniform(*vary.snr_db) / 20)
+    audio += rng.normal(0.0, noise, audio.size)
+    return cochlea(audio, front)
+
+
+def plan(speakers, n: int, seed: int) -> list[tuple[int, int]]:
+    """``n`` (speaker index, label) pairs: each speaker's classes in turn, as evenly as
+    ``n`` allows, in a shuffled order."""
+    pairs = [(s, label) for s, speaker in enumerate(speakers) for label in speaker.labels]
+    rounds = math.ceil(n / len(pairs)) if pairs else 0
+    rng = np.random.default_rng(seed)
+    chosen = [pairs[i] for _ in range(rounds) for i in rng.permutation(len(pairs))]
+    return chosen[:n]
+
+
+def _one(job):
+    speaker, label, seed, front, vary = job
+    with tempfile.TemporaryDirectory(prefix="spoken-digit-") as folder:
+        times, units = recording(speaker, label, seed, Path(folder), front, vary)
+    return times.astype(np.float32), units.astype(np.int16)
+
+
+def build_split(speakers, n: int, seed: int, jobs: int, front: FrontEnd, vary: Variation):
+    """Recordings of one split: ``(samples, labels, speaker indices into speakers)``."""
+    pairs = plan(speakers, n, seed)
+    seeds = np.random.SeedSequence(seed).generate_state(len(pairs)) if pairs else []
+    work = [
+        (speakers[s], label, int(k), front, vary)
+        for (s, label), k in zip(pairs, seeds, strict=True)
+    ]
+    if jobs > 1 and len(work) > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            samples = list(pool.map(_one, work, chunksize=8))
+    else:
+        samples = [_one(w) for w in work]
+    labels = np.array([label for _, label in pairs], dtype=np.int64)
+    return samples, labels, np.array([s for s, _ in pairs], dtype=np.int64)
+
+
+def synthesizer_versions(speakers) -> dict:
+    versions = {}
+    for engine in sorted({s.engine for s in speakers}):
+        done = subprocess.run([engine, "--version"], capture_output=True, text=True)
+        versions[engine] = (done.stdout or done.stderr).strip().splitlines()[0]
+    return versions
+
+
+def build(
+    out: Path,
+    num_train: int = 2000,
+    num_test: int = 600,
+    seed: int = 0,
+    jobs: int = 1,
+    front: FrontEnd = FrontEnd(),
+    vary: Variation = Variation(),
+    train_speakers=TRAIN_SPEAKERS,
+    test_speakers=TEST_SPEAKERS,
+) -> tuple[Path, Path]:
+    """Write ``out/shd_train.h5``, ``out/shd_test.h5`` and ``out/build.json``."""
+    _check_tools(train_speakers + test_speakers)
+    out.mkdir(parents=True, exist_ok=True)
+    speakers = tuple(train_speakers) + tuple(test_speakers)
+    meta = dict(
+        gender=[s.gender for s in speakers],
+        age=[0] * len(speakers),  # synthetic voices have neither age nor height
+        body_height=[0] * len(speakers),
+    )
+    train_seed, test_seed = np.random.SeedSequence(seed).generate_state(2)
+    paths = out / "shd_train.h5", out / "shd_test.h5"
+    counts = {}
+    for path, pool, n, offset, s in (
+        (paths[0], train_speakers, num_train, 0, train_seed),
+        (paths[1], test_speakers, num_test, len(train_speakers), test_seed),
+    ):
+        samples, labels, who = build_split(tuple(pool), n, int(s), jobs, front, vary)
+        write_shd(path, samples, labels, who + offset, keys=KEYS, **meta)
+        spikes = [t.size for t, _ in samples]
+        counts[path.name] = {
+            "recordings": len(samples),
+            "spikes_per_recording_mean": float(np.mean(spikes)) if spikes else 0.0,
+            "duration_max_s": max((float(t.max()) for t, _ in samples if t.size), default=0.0),
+        }
+    record = {
+        "command": "python benchmarks/spoken_digits.py " + " ".join(sys.argv[1:]),
+        "arguments": dict(num_train=num_train, num_test=num_test, seed=seed),
+        "front_end": asdict(front),
+        "variation": asdict(vary),
+        "speakers": {
+            "train": [asdict(s) for s in train_speakers],
+            "test": [asdict(s) for s in test_speakers],
+        },
+        "keys": list(KEYS),
+        "synthesizers": synthesizer_versions(speakers),
+        "files": counts,
+    }
+    with atomic_path(out / "build.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    return paths
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the two files")
+    parser.add_argument("--train", type=int, default=2000, help="training recordings")
+    parser.add_argument("--test", type=int, default=600, help="test recordings")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+    args = make_parser().parse_args(argv)
+    for name in ("train", "test", "jobs"):
+        if getattr(args, name) < (1 if name == "jobs" else 0):
+            make_parser().error(f"--{name} must be {'positive' if name == 'jobs' else '>= 0'}")
+    return build(args.out, args.train, args.test, args.seed, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""benchmarks/spoken_digits.py: the cochlea-like front end on known sounds, the split plan,
+and a tiny build with the real synthesizers (where espeak-ng and flite are installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from sj_spatial.data import SHD, read_shd
+
+
+@pytest.fixture(scope="module")
+def sd(benchmark_script):
+    return benchmark_script("spoken_digits")
+
+
+def tone(freq, seconds=0.3, fs=16000, rms=0.05):
+    t = np.arange(round(seconds * fs)) / fs
+    return rms * np.sqrt(2) * np.sin(2 * np.pi * freq * t)
+
+
+def test_channels_are_evenly_spaced_on_the_erb_rate_scale(sd):
+    f = sd.erb_space(100.0, 7500.0, 700)
+    assert f[0] == pytest.approx(100.0) and f[-1] == pytest.approx(7500.0)
+    rate = 21.4 * np.log10(1 + 0.00437 * f)
+    assert np.allclose(np.diff(rate), np.diff(rate)[0])
+    assert np.all(np.diff(f) > 0)
+
+
+@pytest.mark.parametrize("freq", [300.0, 1000.0, 4000.0])
+def test_a_pure_tone_fires_the_channels_tuned_to_it(sd, freq):
+    front = sd.FrontEnd()
+    times, units = sd.cochlea(tone(freq), front)
+    centre = sd.erb_space(front.low, front.high, front.channels)
+    best = np.argmin(np.abs(centre - freq))
+    counts = np.bincount(units, minlength=front.channels)
+    assert abs(int(np.argmax(counts)) - best) <= 25  # within ~1 ERB of the tone
+    assert counts[np.abs(np.arange(front.channels) - best) > 150].sum() == 0
+    assert times.min() >= 0 and times.max() < 0.3 and np.all(np.diff(times) >= 0)
+
+
+def test_louder_sounds_fire_more_and_silence_fires_nothing(sd):
+    counts = [sd.cochlea(tone(1000.0, rms=r))[0].size for r in (0.02, 0.05, 0.2)]
+    assert 0 < counts[0] < counts[1] < counts[2]  # compressed: 10x the level, 8.5x spikes
+    assert sd.cochlea(tone(1000.0, rms=0.005))[0].size == 0  # below threshold
+    assert sd.cochlea(np.zeros(4000))[0].size == 0
+
+
+def test_no_channel_fires_twice_within_its_refractory_period(sd):
+    front = sd.FrontEnd()
+    times, units = sd.cochlea(tone(500.0, rms=0.5), front)
+    busy = [c for c in np.unique(units) if np.sum(units == c) > 50]
+    assert busy  # a loud tone drives some channels near their maximum rate
+    for c in np.unique(units):
+        gaps = np.diff(times[units == c])
+        assert gaps.size == 0 or gaps.min() > front.refractory - 1e-9
+
+
+def test_silences_are_trimmed_to_the_loud_frames(sd):
+    audio = np.concatenate([np.zeros(1600), tone(440.0, 0.1), 1e-6 * np.ones(3200)])
+    trimmed = sd._trim(audio, 16000)
+    assert trimmed.size == 1600 and np.array_equal(trimmed, audio[1600:3200])
+
+
+def test_the_plan_balances_each_speakers_classes(sd):
+    speakers = sd.TRAIN_SPEAKERS
+    pairs = sd.plan(speakers, 2 * sum(len(s.labels) for s in speakers), seed=3)
+    assert pairs == sd.plan(speakers, len(pairs), seed=3)
+    counts = {p: pairs.count(p) for p in set(pairs)}
+    assert set(counts.values()) == {2}
+    flite = [i for i, s in enumerate(speakers) if s.engine == "flite"]
+    assert all(label < 10 for s, label in pairs if s in flite)  # flite speaks English only
+    assert sd.plan(speakers, 0, seed=3) == []
+
+
+def test_speakers_of_the_test_file_never_speak_in_training(sd):
+    train = {s.name for s in sd.TRAIN_SPEAKERS}
+    test = {s.name for s in sd.TEST_SPEAKERS}
+    assert not train & test
+    assert len(sd.KEYS) == 20 and sd.KEYS[0] == "english-zero" and sd.KEYS[19] == "german-neun"
+    assert {s.gender for s in sd.TEST_SPEAKERS} == {"female", "male"}
+
+
+def test_a_missing_synthesizer_is_one_clear_message(sd, monkeypatch, tmp_path):
+    monkeypatch.setattr(sd.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="apt-get install espeak-ng flite"):
+        sd.main(["--out", str(tmp_path), "--train", "2", "--test", "2"])
+    assert not any(tmp_path.iterdir())
+
+
+SYNTHESIZERS = shutil.which("espeak-ng") and shutil.which("flite")
+
+
+@pytest.mark.skipif(not SYNTHESIZERS, reason="needs the Debian packages espeak-ng and flite")
+def test_a_tiny_build_is_shd_and_repeats_exactly(sd, tmp_path):
+    train = (sd.TRAIN_SPEAKERS[0], sd.TRAIN_SPEAKERS[-1])  # espeak-ng and flite
+    test = (sd.TEST_SPEAKERS[0],)
+    kw = dict(num_train=6, num_test=3, seed=5, jobs=2, train_speakers=train, test_speakers=test)
+    paths = sd.build(tmp_path / "a", **kw)
+    sd.build(tmp_path / "b", **{**kw, "jobs": 1})
+    for path in paths:
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes()
+    events = read_shd(paths[0])
+    assert len(events.labels) == 6 and set(events.speakers.tolist()) <= {0, 1}
+    assert set(read_shd(paths[1]).speakers.tolist()) == {2}
+    assert events.units.max() < 700 and 0 <= events.times.min() and events.times.max() < 1.4
+    per_sample = np.diff(events.offsets)
+    assert per_sample.min() > 500  # every recording is heard
+    record = json.loads((tmp_path / "a" / "build.json").read_text())
+    assert record["files"]["shd_train.h5"]["recordings"] == 6
+    assert set(record["synthesizers"]) == {"espeak-ng", "flite"}
+    assert [s["name"] for s in record["speakers"]["test"]] == [test[0].name]
+    frames = SHD(tmp_path / "a", train=True, cache_dir=tmp_path / "cache")
+    assert frames[0][0].shape == (1000, 700)
