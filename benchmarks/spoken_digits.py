@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -307,7 +308,8 @@ def synthesizer_versions(speakers) -> dict:
     versions = {}
     for engine in sorted({s.engine for s in speakers}):
         done = subprocess.run([engine, "--version"], capture_output=True, text=True)
-        versions[engine] = (done.stdout or done.stderr).strip().splitlines()[0]
+        lines = (done.stdout or done.stderr).strip().splitlines() or [""]
+        versions[engine] = next((x.strip() for x in lines if "version" in x), lines[0])
     return versions
 
 
@@ -338,7 +340,10 @@ def build(
         (paths[0], train_speakers, num_train, 0, train_seed),
         (paths[1], test_speakers, num_test, len(train_speakers), test_seed),
     ):
+        start = time.perf_counter()
+        print(f"{path}: {n} recordings of {len(pool)} speakers ({jobs} processes)...", flush=True)
         samples, labels, who = build_split(tuple(pool), n, int(s), jobs, front, vary)
+        print(f"{path}: done in {time.perf_counter() - start:.0f} s", flush=True)
         write_shd(path, samples, labels, who + offset, keys=KEYS, **meta)
         spikes = [t.size for t, _ in samples]
         counts[path.name] = {
