@@ -87,16 +87,24 @@ def cpu_model() -> str:
 ISA_ENVIRONMENT = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "NUMBA_CPU_NAME")
 
 
-def _checkout() -> dict:
-    """sj_spatial's version and, in a git checkout, its commit and whether files differ."""
-    root = Path(__file__).resolve().parents[1]
+#: What ``dirty`` leaves out: results (which runs rewrite as they finish) and documents.
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)*.md")
+
+
+def _checkout(root: Path | None = None) -> dict:
+    """sj_spatial's version and, in a git checkout, its commit, whether tracked code
+    differs from it (``dirty``) and which files (``changed``; results and documents are
+    not code: :data:`NOT_CODE`)."""
+    root = Path(__file__).resolve().parents[1] if root is None else root
     info = {"version": _version("sj_spatial", "sj-spatial"), "commit": None, "dirty": None}
     try:
         run = functools.partial(
             subprocess.run, cwd=root, capture_output=True, text=True, timeout=10, check=True
         )
         info["commit"] = run(["git", "rev-parse", "HEAD"]).stdout.strip()
-        info["dirty"] = bool(run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout)
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE]
+        changed = [line[3:] for line in run(status).stdout.splitlines()]
+        info.update(dirty=bool(changed), changed=changed)
     except (OSError, subprocess.SubprocessError):
         pass  # not a checkout, or no git
     return info
