@@ -17,7 +17,7 @@ uniform draw. With a maximum-over-time readout, a start where every readout bias
 negative and the hidden layer spikes rarely is a trap: each maximum sits at the first step,
 which no hidden spike reaches, so only the biases get gradients, and cross-entropy's
 gradients sum to zero over the classes, so they cannot lift all three. Without delays
-(``none``) 2 of 5 seeds stayed at chance that way (benchmarks/RESULTS.md).
+(``none``) 2 of 10 seeds stayed at chance that way (benchmarks/RESULTS.md).
 
 Training: Adam on ``sj_spatial.param_groups`` (positions / free delays at
 ``--position-lr``), cosine learning-rate decay over the epochs; the model of the epoch

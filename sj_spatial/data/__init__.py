@@ -24,8 +24,8 @@ __all__ = [
     "read_shd",
     "shd_splits",
     "shift_units",
-    "write_shd",
     "ttfs_encode",
+    "write_shd",
     "yinyang_class",
     "yinyang_split",
 ]

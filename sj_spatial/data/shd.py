@@ -237,8 +237,8 @@ def write_shd(
         t, u = np.asarray(t, dtype=np.float64), np.asarray(u)
         if t.shape != u.shape or t.ndim != 1:
             raise ValueError(f"sample {i}: times and units must be 1-D of one length")
-        if u.size and (u.min() < 0 or u.max() >= NUM_CHANNELS):
-            raise ValueError(f"sample {i}: units must lie in 0..{NUM_CHANNELS - 1}")
+        if u.size and (u.min() < 0 or u.max() >= NUM_CHANNELS or np.any(u != np.round(u))):
+            raise ValueError(f"sample {i}: units must be whole numbers in 0..{NUM_CHANNELS - 1}")
         if not np.all(np.isfinite(t) & (t >= 0)):
             raise ValueError(f"sample {i}: times must be finite and non-negative")
         times[i], units[i] = t.astype(np.float16), u.astype(np.uint16)
