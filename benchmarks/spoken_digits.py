@@ -380,10 +380,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     for name in ("train", "test", "jobs"):
         if getattr(args, name) < (1 if name == "jobs" else 0):
-            make_parser().error(f"--{name} must be {'positive' if name == 'jobs' else '>= 0'}")
+            parser.error(f"--{name} must be {'positive' if name == 'jobs' else '>= 0'}")
     return build(args.out, args.train, args.test, args.seed, args.jobs)
 
 
