@@ -26,7 +26,7 @@ import torch
 
 from . import __version__
 from .train_job.checkpoints import load_checkpoint
-from .train_job.config import TrainConfig
+from .train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
 from .train_job.report import summary_table
 from .train_job.run import train
 
@@ -120,8 +120,14 @@ def _device_option(text: str) -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     """The parser of ``sj-spatial``; its ``train`` options are the fields of
-    :class:`~sj_spatial.train_job.config.TrainConfig`, with the same defaults."""
+    :class:`~sj_spatial.train_job.config.TrainConfig`, with the same defaults; those of
+    :data:`~sj_spatial.train_job.config.DATA_ROOT_DEFAULTS` parse to None when not given
+    (``TrainConfig.from_options`` resolves them)."""
     defaults = TrainConfig()
+
+    def default(name: str) -> str:
+        return f"default: {getattr(defaults, name)}; {DATA_ROOT_DEFAULTS[name]} with --data-root"
+
     parser = _Parser(prog="sj-spatial", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sj-spatial {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -138,7 +144,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=defaults.data_root,
         help="folder with shd_train.h5 and shd_test.h5 (default: built-in SHD-format data)",
     )
-    add("--epochs", type=_count, default=defaults.epochs, help="number of training epochs")
+    add("--epochs", type=_count, help=f"number of training epochs ({default('epochs')})")
     add("--dt", type=_positive, default=defaults.dt, help="time step in seconds")
     add("--duration", type=_positive, default=defaults.duration, help="seconds of each sample used")
     add("--dim", type=_count, default=defaults.dim, help="dimension of the position space")
@@ -158,7 +164,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=defaults.batch_size,
         help="samples per optimiser step; under torchrun, the global batch over all ranks",
     )
-    add("--lr", type=_positive, default=defaults.lr, help="Adam learning rate of weights")
+    add("--lr", type=_positive, help=f"Adam learning rate of weights ({default('lr')})")
     add(
         "--position-lr",
         type=_positive,
@@ -212,9 +218,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     add(
         "--augment",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="the paper's training augmentation: random channel shift (up to 40) of every "
-        "sample, plus as many same-class blends per epoch (doubles the epoch)",
+        "sample, plus as many same-class blends per epoch (doubles the epoch); default: on "
+        "with --data-root, off on the built-in data",
     )
     add("--quiet", action="store_true", help="no progress bars")
     return parser

@@ -18,6 +18,7 @@ from sj_spatial.backends import cupy_missing
 from sj_spatial.data import make_synthetic_shd
 from sj_spatial.train_job import run as job
 from sj_spatial.train_job.checkpoints import save_checkpoint
+from sj_spatial.train_job.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,9 @@ def test_train_writes_events_checkpoint_summary_and_figures(
         == 0
     )
     out = capsys.readouterr().out
-    assert "test accuracy (last / best)" in out and "train 48, test 24 samples" in out
+    assert "test accuracy (last / best)" in out
+    # With --data-root the recipe augments: 48 recordings and 48 blends.
+    assert "augmented (shift + blend); train 96, test 24 samples" in out
     for name in (
         "checkpoint.pt",
         "summary.md",
@@ -99,13 +102,15 @@ def test_resume_continues_from_the_saved_epoch(tiny_shd, tmp_path, monkeypatch, 
 
 
 def test_augment_doubles_the_training_set_with_blends(tiny_shd, tmp_path, monkeypatch, capsys):
-    logdir = tmp_path / "aug"
-    options = ["--data-root", str(tiny_shd), "--epochs", "1", "--logdir", str(logdir)]
-    run([*options, "--augment"], monkeypatch, tmp_path)
+    options = ["--data-root", str(tiny_shd), "--epochs", "1"]
+    run([*options, "--logdir", str(tmp_path / "aug")], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "augmented (shift + blend); train 96, test 24 samples" in out
-    summary = json.loads((logdir / "summary.json").read_text())
+    summary = json.loads((tmp_path / "aug" / "summary.json").read_text())
     assert summary["data"].endswith("augmented (shift + blend)")
+    run([*options, "--no-augment", "--logdir", str(tmp_path / "plain")], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert "train 48, test 24 samples" in out and "augmented" not in out
 
 
 def test_time_chunks_bound_memory_with_truncated_or_exact_gradients(
@@ -386,8 +391,8 @@ def test_help_shows_the_defaults(capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for option, default in (
-        ("--epochs EPOCHS", "10"),
-        ("--lr LR", "0.001"),
+        ("--epochs EPOCHS", "10; 60 with --data-root"),
+        ("--lr LR", "0.001; 0.005 with --data-root"),
         ("--batch-size BATCH_SIZE", "64"),
         ("--dt DT", "0.01"),
         ("--seed SEED", "0"),
@@ -397,6 +402,26 @@ def test_help_shows_the_defaults(capsys):
         assert re.search(rf"{option} [^()]*\(default: {re.escape(default)}\)", text), option
     assert "default: None" not in text and "default: False" not in text
     assert text.count("(default: 0.01)") == 1 and "(default 3" not in text
+    assert "--augment, --no-augment" in text
+    assert "default: on with --data-root, off on the built-in data" in text
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ([], (10, 1e-3, False)),
+        (["--data-root", "shd"], (60, 5e-3, True)),
+        (["--data-root", "shd", "--no-augment", "--epochs", "3"], (3, 5e-3, False)),
+        (["--data-root", "shd", "--lr", "0.002"], (60, 2e-3, True)),
+        (["--augment", "--lr", "0.01"], (10, 1e-2, True)),
+    ],
+)
+def test_data_root_takes_the_speech_recipe_unless_options_say_otherwise(options, expected):
+    args = cli.make_parser().parse_args(["train", *options])
+    config = TrainConfig.from_options(args)
+    assert (config.epochs, config.lr, config.augment) == expected
+    assert config.position_lr == 0.05 and config.batch_size == 64  # the same either way
+    assert TrainConfig().epochs == 10 and not TrainConfig().augment  # the dataclass's own
 
 
 def test_unavailable_devices_and_backends_fail_in_one_line(tmp_path, monkeypatch, capsys):

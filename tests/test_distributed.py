@@ -238,7 +238,8 @@ def test_torchrun_job_writes_one_set_of_files_and_reports_the_checkpoints_accura
     common = ["--data-root", str(tiny_shd), *OPTIONS]
     out = _torchrun([*common, "--epochs", "1", "--logdir", str(logdir)], env)
     assert out.count("epoch 1:") == 1 and out.count("test accuracy (last / best)") == 1
-    assert "train 40, test 21 samples; device cpu; 2 ranks" in out
+    # --data-root augments by default: 40 recordings and 40 blends, the same on every rank.
+    assert "augmented (shift + blend); train 80, test 21 samples; device cpu; 2 ranks" in out
     events = sorted(p.name for p in logdir.rglob("events.out.tfevents*"))
     assert len({name.rsplit(".", 2)[-2] for name in events}) == 1, events  # one writing pid
     names = {p.name for p in logdir.iterdir() if p.is_file()}

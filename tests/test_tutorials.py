@@ -3,6 +3,7 @@ tables, figures and TensorBoard events. Each runs as a script in a fresh process
 empty working folder, with a temporary cache."""
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -97,6 +98,10 @@ def test_01_spatialize(tmp_path, cache, shd_root):
         cache,
         "--data-root",
         str(shd_root),
+        "--seed",
+        "4",
+        "--json",
+        "results.json",
         "-f",
         "kernel.json",
     )
@@ -109,6 +114,37 @@ def test_01_spatialize(tmp_path, cache, shd_root):
     assert spatial[4] == f"{700 * 64 + 64 * 64 + 64 * 20:,}"
     for row in rows:
         assert 0.0 <= float(row[1]) <= 1.0
+    # --json: the settings and what the table shows, per model.
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["seed"] == 4 and saved["settings"]["hidden"] == 64
+    for row, (name, result) in zip(rows, saved["models"].items(), strict=True):
+        assert name == row[0] and f"{result['test_accuracy']:.3f}" == row[1]
+        assert result["test_accuracy_per_epoch"] == [result["test_accuracy"]]  # one epoch
+        weights = int(row[2].replace(",", "")) + int(row[3].replace(",", ""))
+        assert result["trainable_parameters"] == weights
+
+
+def test_02_stops_before_the_fit_with_no_fit(tmp_path, cache, shd_root):
+    pytest.importorskip("DCLS")
+    out = run(
+        "02_dcls_to_positions.py",
+        tmp_path,
+        cache,
+        "--data-root",
+        str(shd_root),
+        "--no-fit",
+        "--json",
+        "results.json",
+    )
+    rows = table_rows(out, "| model | test accuracy | weights + BN | learned delay parameters")
+    assert "| layer | synapses | R² |" not in out
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert list(saved["models"]) == ["DCLS", "positions"] and saved["settings"]["seed"] == 0
+    for row, result in zip(rows, saved["models"].values(), strict=True):
+        assert f"{result['test_accuracy']:.3f}" == row[1]
+        learned = int(row[2].replace(",", "")) + int(row[3].replace(",", ""))
+        assert result["trainable_parameters"] == learned
+        assert result["seconds_per_epoch"] > 0
 
 
 def test_02_dcls_to_positions(tmp_path, cache, shd_root):

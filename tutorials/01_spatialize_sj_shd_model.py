@@ -23,13 +23,15 @@
 # the same seed, epochs and optimiser, and we compare test accuracy and parameter counts.
 #
 # Run it as a script, `python tutorials/01_spatialize_sj_shd_model.py [--quick]
-# [--data-root DIR] [--device cpu|cuda]`, or open it as a notebook with jupytext.
+# [--data-root DIR] [--device cpu|cuda] [--seed S] [--json FILE]`, or open it as a
+# notebook with jupytext.
 # Without `--data-root` it trains on sj_spatial's built-in SHD-format data (generated
 # once into the cache folder); with `--data-root` it reads a folder that holds the real
 # `shd_train.h5` and `shd_test.h5` (or their `.gz`).
 
 # %%
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -73,12 +75,16 @@ parser.add_argument(
     choices=("torch", "cupy"),
     help="kernel of the spatial layers ('cupy' needs CuPy and a GPU)",
 )
+parser.add_argument("--seed", type=int, default=0, help="seed of weights, batches and dropout")
+parser.add_argument(
+    "--json", type=Path, default=None, help="also write the settings and results to this file"
+)
 args, _ = parser.parse_known_args()  # Jupyter passes its own arguments: ignore them
 
 QUICK = args.quick or os.environ.get("SJ_SPATIAL_QUICK") == "1"
 DATA_ROOT = args.data_root  # in a notebook, set this to your SHD folder
 DEVICE = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-SEED = 0
+SEED = args.seed
 DT = 0.05 if QUICK else 0.01  # seconds per time step
 DURATION = 1.0  # seconds of each recording
 HIDDEN = 64 if QUICK else 256
@@ -219,7 +225,7 @@ def train(model: nn.Module, name: str) -> dict:
         collate_fn=collate,
         generator=torch.Generator().manual_seed(SEED),
     )
-    seconds = []
+    seconds, accuracies = [], []
     for epoch in range(EPOCHS):
         model.train()
         start, total, count = time.perf_counter(), 0.0, 0
@@ -232,12 +238,16 @@ def train(model: nn.Module, name: str) -> dict:
             functional.reset_net(model)
             total, count = total + loss.item() * len(y), count + len(y)
         seconds.append(time.perf_counter() - start)
-        accuracy = evaluate(model, test_set)
+        accuracies.append(evaluate(model, test_set))
         print(
             f"{name}: epoch {epoch + 1}/{EPOCHS} train loss {total / count:.3f}, "
-            f"test accuracy {accuracy:.3f} ({seconds[-1]:.1f} s)"
+            f"test accuracy {accuracies[-1]:.3f} ({seconds[-1]:.1f} s)"
         )
-    return {"test_accuracy": accuracy, "seconds_per_epoch": sum(seconds) / len(seconds)}
+    return {
+        "test_accuracy": accuracies[-1],
+        "test_accuracy_per_epoch": accuracies,
+        "seconds_per_epoch": sum(seconds) / len(seconds),
+    }
 
 
 results = {
@@ -296,6 +306,20 @@ for (name, result), model in zip(results.items(), (sj_model, spatial_model), str
         ]
     )
 print(markdown_table(header, rows))
+
+# %% [markdown]
+# With `--json FILE` the script also writes the settings and each model's results
+# (accuracy per epoch, seconds per epoch, trainable parameters) for benchmarks to collect.
+
+# %%
+if args.json is not None:
+    for result, model in zip(results.values(), (sj_model, spatial_model), strict=True):
+        result["trainable_parameters"] = sum(
+            p.numel() for p in model.parameters() if p.requires_grad
+        )
+    settings = {"seed": SEED, "dt": DT, "hidden": HIDDEN, "epochs": EPOCHS, "lr": LR}
+    settings |= {"position_lr": POSITION_LR, "max_delay": MAX_DELAY, "batch_size": BATCH_SIZE}
+    args.json.write_text(json.dumps({"settings": settings, "models": results}, indent=1))
 
 # %% [markdown]
 # How to read it: both models have the same weights, biases and batch-norm parameters;

@@ -25,11 +25,12 @@
 # question: can a trained DCLS model's delays be written as distances between neurons?
 #
 # Run as a script, `python tutorials/02_dcls_to_positions.py [--quick] [--data-root DIR]
-# [--device cpu|cuda]`, or open it as a notebook with jupytext. It needs `dcls`
-# (`pip install dcls`).
+# [--device cpu|cuda] [--seed S] [--json FILE] [--no-fit]`, or open it as a notebook with
+# jupytext. It needs `dcls` (`pip install dcls`).
 
 # %%
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -78,12 +79,19 @@ parser.add_argument(
     choices=("torch", "cupy"),
     help="kernel of the spatial layers ('cupy' needs CuPy and a GPU)",
 )
+parser.add_argument("--seed", type=int, default=0, help="seed of weights, batches and dropout")
+parser.add_argument(
+    "--no-fit", action="store_true", help="stop after training, before fitting positions"
+)
+parser.add_argument(
+    "--json", type=Path, default=None, help="also write the settings and results to this file"
+)
 args, _ = parser.parse_known_args()  # Jupyter passes its own arguments: ignore them
 
 QUICK = args.quick or os.environ.get("SJ_SPATIAL_QUICK") == "1"
 DATA_ROOT = args.data_root  # in a notebook, set this to your SHD folder
 DEVICE = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-SEED = 0
+SEED = args.seed
 DT = 0.05 if QUICK else 0.01  # seconds per time step
 DURATION = 1.0  # seconds of each recording
 CHANNEL_GROUP = 5  # 700 channels -> 140 inputs
@@ -321,7 +329,7 @@ def train(model: DelaySNN, name: str, epochs: int = EPOCHS) -> dict:
         generator=torch.Generator().manual_seed(SEED),
     )
     shrink_steps = max(1, epochs * len(loader) // 4)
-    batch_seconds, step = [], 0
+    batch_seconds, step, accuracies = [], 0, []
     for epoch in range(epochs):
         model.train()
         for x, y in loader:
@@ -343,13 +351,18 @@ def train(model: DelaySNN, name: str, epochs: int = EPOCHS) -> dict:
                 for synapse in model.synapses:
                     synapse.conv.clamp_parameters()
                     synapse.conv.SIG.data.fill_(sig)
-        accuracy = evaluate(model, test_set)
+        accuracies.append(evaluate(model, test_set))
         print(
             f"{name}: epoch {epoch + 1}/{epochs} last loss {loss.item():.3f}, "
-            f"test accuracy {accuracy:.3f}"
+            f"test accuracy {accuracies[-1]:.3f}"
         )
     timed = batch_seconds[1:] or batch_seconds  # the first batch includes warm-up
-    return {"test_accuracy": accuracy, "ms_per_batch": 1e3 * sum(timed) / len(timed)}
+    return {
+        "test_accuracy": accuracies[-1],
+        "test_accuracy_per_epoch": accuracies,
+        "ms_per_batch": 1e3 * sum(timed) / len(timed),
+        "seconds_per_epoch": sum(batch_seconds) / epochs,
+    }
 
 
 results = {"DCLS": train(dcls_model, "DCLS"), "positions": train(spatial_model, "positions")}
@@ -373,6 +386,21 @@ rows = [
     for name, model in (("DCLS", dcls_model), ("positions", spatial_model))
 ]
 print(markdown_table(header, rows))
+
+# %% [markdown]
+# With `--json FILE` the script also writes the settings and both models' results
+# (accuracy per epoch, training seconds per epoch, trainable parameters) for benchmarks
+# to collect; with `--no-fit` it stops here, before the fit below.
+
+# %%
+if args.json is not None:
+    for name, model in (("DCLS", dcls_model), ("positions", spatial_model)):
+        results[name]["trainable_parameters"] = other_parameters(model) + delay_parameters(model)
+    settings = {"seed": SEED, "dt": DT, "hidden": HIDDEN, "epochs": EPOCHS, "lr": LR}
+    settings |= {"position_lr": POSITION_LR, "max_delay": MAX_DELAY, "batch_size": BATCH_SIZE}
+    args.json.write_text(json.dumps({"settings": settings, "models": results}, indent=1))
+if args.no_fit:
+    raise SystemExit(0)
 
 # %% [markdown]
 # ## Are DCLS's delays spatial? Fit positions to them

@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+#: The recipe for a user's data (``--data-root``), where it differs from the defaults of
+#: the short built-in run: longer training at a higher learning rate, with the paper's
+#: augmentation against learning the training speakers by heart
+#: (benchmarks/RESULTS.md, "Spoken digits from speech synthesizers").
+DATA_ROOT_DEFAULTS = {"epochs": 60, "lr": 5e-3, "augment": True}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The options of ``sj-spatial train``, one field per option (``--max-delay`` is
-    ``max_delay``) with the same default; ranges are checked by the parser.
+    ``max_delay``) with the same default; ranges are checked by the parser. With a
+    ``data_root``, options left unset take :data:`DATA_ROOT_DEFAULTS` instead
+    (:meth:`from_options`).
 
     Times: ``dt`` and ``duration`` in seconds; ``max_delay`` in time steps;
     ``delay_scale`` in time steps per unit of distance; ``tbptt`` and ``recompute`` in
@@ -44,8 +52,14 @@ class TrainConfig:
     @classmethod
     def from_options(cls, options: object) -> TrainConfig:
         """The config of parsed options: any object with an attribute per field (an
-        ``argparse.Namespace``); other attributes are ignored."""
-        return cls(**{field.name: getattr(options, field.name) for field in fields(cls)})
+        ``argparse.Namespace``); other attributes are ignored. An option of
+        :data:`DATA_ROOT_DEFAULTS` that is None (not given) takes its value there when
+        ``data_root`` is set, else the field's default."""
+        values = {field.name: getattr(options, field.name) for field in fields(cls)}
+        for name, value in DATA_ROOT_DEFAULTS.items():
+            if values[name] is None:
+                values[name] = value if values["data_root"] is not None else _DEFAULTS[name]
+        return cls(**values)
 
     @property
     def chunks(self) -> tuple[int, bool] | None:
@@ -56,3 +70,6 @@ class TrainConfig:
         if self.tbptt:
             return self.tbptt, False
         return None
+
+
+_DEFAULTS = {field.name: field.default for field in fields(TrainConfig)}

@@ -1,0 +1,324 @@
+"""Spoken digits: one table of models trained on the same speaker-held-out data set.
+
+The data is a folder in SHD's layout, e.g. the one ``benchmarks/spoken_digits.py`` builds.
+Rows (``--model``):
+
+- ``gru``: a non-spiking GRU (700 -> 128) on the same binned spike counts, with a linear
+  readout of its last state.
+- ``rec-none``, ``rec-fixed``, ``rec-d2``, ``rec-d3``, ``rec-free``: the paper's recurrent
+  model (:func:`sj_spatial.models.recurrent_shd_model`, 128 hidden) with recurrent
+  synapses of one time step (no delays), with delays of fixed random 2-D positions, of
+  learned 2-D / 3-D positions, and with free per-synapse delays
+  (:class:`sj_spatial.baselines.FreeDelayRecurrentContainer`, initialised uniform in
+  ``[0, 2 * delay_scale]`` steps, the spread of the 2-D positions' first delays).
+
+These rows train with ``sj-spatial train``'s recipe (:mod:`sj_spatial.train_job.recipe`:
+Adam, positions or free delays at ``--position-lr``, cosine decay, gradient clipping, the
+cross-entropy of the time-averaged readout) under the options given here, whose defaults
+are ``sj-spatial train --data-root``'s.
+
+- ``tutorial01``: ``tutorials/01_spatialize_sj_shd_model.py`` run as it is (spikingjelly's
+  feed-forward SHD model, 2 x 256 LIF, with and without spatial delays); two rows.
+- ``tutorial02``: ``tutorials/02_dcls_to_positions.py`` run as it is (SNN-delays' DCLS
+  model against the same model with learned positions); two rows.
+
+Each (row, seed) writes ``<row>-s<seed>.json`` into ``--out`` (test accuracy after the
+last epoch, the best epoch's, trainable parameters, seconds per training epoch, the
+configuration and the machine); ``--summarize`` writes ``summary.md`` from every JSON
+there: mean +- std, the Student-t 95 % interval of the mean, parameters, time per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from bench_layers import machine_info
+from torch import nn
+
+from sj_spatial.baselines import FreeDelayRecurrentContainer
+from sj_spatial.distributed import World
+from sj_spatial.models import recurrent_shd_model
+from sj_spatial.train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
+from sj_spatial.train_job.recipe import (
+    anneal,
+    build_optimizers,
+    datasets,
+    evaluation_loader,
+    global_means,
+    run_epoch,
+    train_batches,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RECURRENT = ("rec-none", "rec-fixed", "rec-d2", "rec-d3", "rec-free")
+TUTORIALS = {
+    "tutorial01": (
+        ROOT / "tutorials" / "01_spatialize_sj_shd_model.py",
+        {"SpikingJelly (no delays)": "ff-none", "spatialized (positions)": "ff-d2"},
+    ),
+    "tutorial02": (
+        ROOT / "tutorials" / "02_dcls_to_positions.py",
+        {"DCLS": "dcls", "positions": "dcls-positions-d2"},
+    ),
+}
+MODELS = ("gru", *RECURRENT, *TUTORIALS)
+#: Table rows in order, with their descriptions.
+ROWS = {
+    "gru": "GRU 128, non-spiking (binned counts)",
+    "rec-none": "recurrent LIF 128, no delays",
+    "rec-fixed": "recurrent LIF 128, fixed random 2-D positions",
+    "rec-d2": "recurrent LIF 128, learned 2-D positions",
+    "rec-d3": "recurrent LIF 128, learned 3-D positions",
+    "rec-free": "recurrent LIF 128, free per-synapse delays",
+    "ff-none": "tutorial 01: SpikingJelly FF 2 x 256, no delays",
+    "ff-d2": "tutorial 01: the same, spatialized (2-D positions)",
+    "dcls": "tutorial 02: DCLS 2 x 256 (per-synapse delays)",
+    "dcls-positions-d2": "tutorial 02: the same, learned 2-D positions",
+}
+
+
+class GRUClassifier(nn.Module):
+    """GRU over ``[T, N, in]`` counts; returns the logits of its last state as ``[1, N, C]``
+    (so that the recipe's mean over time is those logits)."""
+
+    def __init__(self, in_features: int = 700, hidden: int = 128, classes: int = 20):
+        super().__init__()
+        self.gru = nn.GRU(in_features, hidden)
+        self.readout = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, last = self.gru(x)
+        return self.readout(last)
+
+
+def build_model(name: str, config: TrainConfig) -> nn.Module:
+    """The model of a row (``gru`` or one of :data:`RECURRENT`) for ``config``."""
+    if name == "gru":
+        return GRUClassifier(hidden=config.hidden)
+    dim = 3 if name == "rec-d3" else 2
+    max_delay = 0 if name == "rec-none" else config.max_delay
+    model = recurrent_shd_model(
+        dt=config.dt,
+        hidden=config.hidden,
+        dim=dim,
+        max_delay=max_delay,
+        delay_scale=config.delay_scale,
+        backend=config.backend,
+    )
+    if name in ("rec-none", "rec-fixed"):
+        model[1].positions.requires_grad_(False)
+    if name == "rec-free":
+        model[1] = FreeDelayRecurrentContainer(
+            model[1].sub_module,
+            config.hidden,
+            bias=False,
+            step_mode="m",
+            max_delay=config.max_delay,
+            init_max=2 * config.delay_scale,
+            backend=config.backend,
+        )
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train_row(name: str, config: TrainConfig, log=print) -> dict:
+    """Train row ``name`` with the recipe of ``config``; returns its record."""
+    world = World()
+    torch.manual_seed(config.seed)
+    (train_set, test_set), source = datasets(config, world)
+    model = build_model(name, config)
+    optimizers = build_optimizers(model, config)
+    device = torch.device("cpu")
+    test_loader = evaluation_loader(test_set, config, world)
+    test_acc, seconds = [], []
+    for epoch in range(config.epochs):
+        anneal(optimizers, config, epoch)
+        if config.augment:
+            train_set.set_epoch(epoch)
+        batches, _ = train_batches(train_set, config, world, epoch)
+        start = time.perf_counter()
+        sums = run_epoch(model, batches, device, optimizers, clip=config.clip or None)
+        seconds.append(time.perf_counter() - start)
+        train_loss, train_acc = global_means(sums, device)
+        tests = ((x, y, 1.0) for x, y in test_loader)
+        _, acc = global_means(run_epoch(model, tests, device), device)
+        test_acc.append(acc)
+        log(
+            f"{name} seed {config.seed} epoch {epoch + 1}: train {train_acc:.3f} "
+            f"test {acc:.3f} ({seconds[-1]:.0f} s)"
+        )
+    return {
+        "row": name,
+        "seed": config.seed,
+        "test_acc": test_acc[-1],
+        "best_test_acc": max(test_acc),
+        "test_acc_per_epoch": test_acc,
+        "params": count_params(model),
+        "seconds_per_epoch": statistics.fmean(seconds),
+        "data": source,
+        "config": {k: str(v) for k, v in asdict(config).items()},
+    }
+
+
+def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> list[dict]:
+    """Run a tutorial script as it is; one record per model it trains."""
+    script, rows = TUTORIALS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        command = [sys.executable, str(script), "--data-root", str(args.data_root)]
+        command += ["--seed", str(seed), "--json", str(out), "--device", "cpu"]
+        if args.epochs is not None:
+            command += ["--epochs", str(args.epochs)]
+        if args.limit is not None:
+            command += ["--samples", str(args.limit)]
+        if name == "tutorial02":
+            command.append("--no-fit")
+        log(" ".join(command))
+        subprocess.run(command, check=True)
+        results = json.loads(out.read_text())
+    records = []
+    for model, result in results["models"].items():
+        records.append(
+            {
+                "row": rows[model],
+                "seed": seed,
+                "test_acc": result["test_accuracy"],
+                "best_test_acc": max(result["test_accuracy_per_epoch"]),
+                "test_acc_per_epoch": result["test_accuracy_per_epoch"],
+                "params": result["trainable_parameters"],
+                "seconds_per_epoch": result["seconds_per_epoch"],
+                "data": str(args.data_root),
+                "config": {**results["settings"], "script": script.name},
+            }
+        )
+    return records
+
+
+def summarize(out: Path) -> str:
+    """``summary.md`` of every JSON in ``out``: one row per table row, in :data:`ROWS`'s
+    order; returns its text."""
+    runs: dict[str, list[dict]] = {}
+    for path in sorted(out.glob("*-s*.json")):
+        record = json.loads(path.read_text())
+        runs.setdefault(record["row"], []).append(record)
+    lines = [
+        "| model | trainable params | s / epoch | seeds | test acc, last epoch (mean ± std) "
+        "| 95 % CI of the mean | best epoch (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, label in ROWS.items():
+        if row not in runs:
+            continue
+        records = sorted(runs[row], key=lambda r: r["seed"])
+        acc = [100 * r["test_acc"] for r in records]
+        best = [100 * r["best_test_acc"] for r in records]
+        spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
+        ci = mean_interval(acc)
+        lines.append(
+            f"| {label} | {records[0]['params']:,} | "
+            f"{statistics.fmean(r['seconds_per_epoch'] for r in records):.1f} | "
+            f"{len(acc)} ({', '.join(str(r['seed']) for r in records)}) | "
+            f"{statistics.fmean(acc):.1f}{spread} | "
+            f"{f'{ci[0]:.1f}-{ci[1]:.1f}' if ci else '-'} | {statistics.fmean(best):.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval of the mean (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * statistics.stdev(values)
+    mean = statistics.fmean(values)
+    return mean - half / math.sqrt(len(values)), mean + half / math.sqrt(len(values))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    defaults = {**asdict(TrainConfig()), **DATA_ROOT_DEFAULTS}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--model", choices=MODELS, help="the row(s) to train")
+    parser.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0..4")
+    parser.add_argument("--data-root", type=Path, help="folder with shd_train.h5, shd_test.h5")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default {defaults['epochs']} (tutorials: their own)",
+    )
+    parser.add_argument("--lr", type=float, default=defaults["lr"])
+    parser.add_argument("--position-lr", type=float, default=defaults["position_lr"])
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["augment"],
+        help="shift + blend augmentation (recipe rows)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="samples per split (default: all; for trials)"
+    )
+    parser.add_argument("--summarize", action="store_true", help="only write summary.md")
+    return parser
+
+
+def parse_seeds(text: str) -> list[int]:
+    if ".." in text:
+        first, last = text.split("..")
+        return list(range(int(first), int(last) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.summarize:
+        print(summarize(args.out))
+        return
+    if args.model is None or args.data_root is None:
+        raise SystemExit("--model and --data-root are needed (or --summarize)")
+    machine = machine_info(torch.device("cpu"))
+    for seed in parse_seeds(args.seeds):
+        if args.model in TUTORIALS:
+            records = run_tutorial(args.model, args, seed)
+        else:
+            config = TrainConfig(
+                data_root=args.data_root,
+                epochs=args.epochs or DATA_ROOT_DEFAULTS["epochs"],
+                lr=args.lr,
+                position_lr=args.position_lr,
+                augment=args.augment,
+                seed=seed,
+                limit=args.limit,
+            )
+            records = [train_row(args.model, config)]
+        for record in records:
+            record["machine"] = machine
+            path = args.out / f"{record['row']}-s{seed}.json"
+            path.write_text(json.dumps(record, indent=1))
+            print(
+                f"{record['row']} seed {seed}: test {record['test_acc']:.3f} (best "
+                f"{record['best_test_acc']:.3f}), {record['params']:,} params, "
+                f"{record['seconds_per_epoch']:.1f} s/epoch"
+            )
+    print(summarize(args.out))
+
+
+if __name__ == "__main__":
+    main()

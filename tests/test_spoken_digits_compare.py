@@ -1,0 +1,114 @@
+"""benchmarks/spoken_digits_compare.py: each row is the model it names, a run writes its
+record, and the summary tabulates every record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sj_spatial import param_groups
+from sj_spatial.baselines import FreeDelayRecurrentContainer
+from sj_spatial.data import make_synthetic_shd
+from sj_spatial.train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def cmp(benchmark_script):
+    return benchmark_script("spoken_digits_compare")
+
+
+@pytest.fixture(scope="module")
+def tiny_shd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shd")
+    make_synthetic_shd(root, num_train=40, num_test=20, seed=2)
+    return root
+
+
+def recurrent(model):
+    return model[1]
+
+
+def test_rows_differ_only_in_their_recurrent_delays(cmp):
+    config = TrainConfig(hidden=16, dt=0.01, max_delay=25, delay_scale=3.0)
+    models = {name: cmp.build_model(name, config) for name in cmp.RECURRENT}
+    none, fixed = recurrent(models["rec-none"]), recurrent(models["rec-fixed"])
+    assert torch.equal(none.delays(), torch.zeros(16, 16))  # one step: no delay
+    assert fixed.delays().max() > 1.0  # random positions, real delays
+    for frozen in (none, fixed):
+        assert not frozen.positions.positions.requires_grad
+    assert recurrent(models["rec-d2"]).positions.positions.shape == (16, 2)
+    assert recurrent(models["rec-d3"]).positions.positions.shape == (16, 3)
+    free = recurrent(models["rec-free"])
+    assert isinstance(free, FreeDelayRecurrentContainer)
+    assert 0.0 <= free.delay.min() and free.delay.max() <= 2 * config.delay_scale
+    # The free delays train with the positions' learning rate.
+    groups = param_groups(models["rec-free"], 1e-3, 0.05)
+    assert any(p is free.delay for p in groups[1]["params"]) and groups[1]["lr"] == 0.05
+    count = {name: cmp.count_params(m) for name, m in models.items()}
+    assert count["rec-d2"] - count["rec-none"] == 16 * 2
+    assert count["rec-d3"] - count["rec-none"] == 16 * 3
+    assert count["rec-free"] - count["rec-none"] == 16 * 16
+    assert count["rec-fixed"] == count["rec-none"]
+
+
+def test_gru_reads_out_its_last_state(cmp):
+    model = cmp.build_model("gru", TrainConfig(hidden=8))
+    x = torch.rand(30, 4, 700)
+    out = model(x)
+    assert out.shape == (1, 4, 20)
+    _, last = model.gru(x)
+    assert torch.equal(out[0], model.readout(last[0]))
+    assert cmp.count_params(model) == 3 * (700 * 8 + 8 * 8 + 2 * 8) + 8 * 20 + 20
+
+
+def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
+    cmp, tiny_shd, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    common = ["--data-root", str(tiny_shd), "--out", str(out), "--epochs", "2", "--limit", "24"]
+    cmp.main(["--model", "rec-d2", "--seeds", "0,1", *common])
+    cmp.main(["--model", "gru", "--seeds", "0", "--no-augment", *common])
+    record = json.loads((out / "rec-d2-s1.json").read_text())
+    assert record["row"] == "rec-d2" and record["seed"] == 1
+    assert len(record["test_acc_per_epoch"]) == 2
+    assert record["best_test_acc"] == max(record["test_acc_per_epoch"])
+    assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
+    assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
+    assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
+    assert json.loads((out / "gru-s0.json").read_text())["config"]["augment"] == "False"
+
+    summary = (out / "summary.md").read_text().splitlines()
+    assert summary[0].startswith("| model | trainable params | s / epoch | seeds |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in summary[2:]}
+    assert list(rows) == [cmp.ROWS["gru"], cmp.ROWS["rec-d2"]]  # the table's order
+    d2 = rows[cmp.ROWS["rec-d2"]]
+    assert d2[3] == "2 (0, 1)"
+    accs = [100 * json.loads((out / f"rec-d2-s{s}.json").read_text())["test_acc"] for s in (0, 1)]
+    assert d2[4].startswith(f"{sum(accs) / 2:.1f} ± ")
+    assert rows[cmp.ROWS["gru"]][5] == "-"  # no interval from one seed
+
+
+def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path, monkeypatch):
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    cmp.main(
+        ["--model", "tutorial01", "--seeds", "3", "--data-root", str(tiny_shd)]
+        + ["--out", str(out), "--epochs", "1", "--limit", "16"]
+    )
+    plain = json.loads((out / "ff-none-s3.json").read_text())
+    spatial = json.loads((out / "ff-d2-s3.json").read_text())
+    assert plain["config"]["seed"] == spatial["config"]["seed"] == 3
+    assert plain["config"]["hidden"] == 256 and plain["config"]["epochs"] == 1
+    # The spatial copy adds 2-D positions for 700 + 256 + 256 + 20 neurons.
+    assert spatial["params"] - plain["params"] == 2 * (700 + 256 + 256 + 20)
+
+
+def test_summarize_needs_no_data_and_a_run_needs_a_model(cmp, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--model and --data-root"):
+        cmp.main(["--out", str(tmp_path)])
+    cmp.main(["--summarize", "--out", str(tmp_path)])
+    assert (tmp_path / "summary.md").read_text().count("\n") == 2  # header only
+    assert cmp.parse_seeds("0..2") == [0, 1, 2] and cmp.parse_seeds("4,7") == [4, 7]
