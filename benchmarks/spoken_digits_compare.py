@@ -22,10 +22,11 @@ are ``sj-spatial train --data-root``'s.
 - ``tutorial02``: ``tutorials/02_dcls_to_positions.py`` run as it is (SNN-delays' DCLS
   model against the same model with learned positions); two rows.
 
-Each (row, seed) writes ``<row>-s<seed>.json`` into ``--out`` (test accuracy after the
-last epoch, the best epoch's, trainable parameters, seconds per training epoch, the
-configuration and the machine); ``--summarize`` writes ``summary.md`` from every JSON
-there: mean +- std, the Student-t 95 % interval of the mean, parameters, time per epoch.
+Each (row, training, seed) writes ``<row>-<training>-s<seed>.json`` into ``--out`` (test
+accuracy after the last epoch, the best epoch's, trainable parameters, seconds per
+training epoch, the configuration and the machine); ``--summarize`` writes ``summary.md``
+from every JSON there, a line per row and training (learning rate, augmentation, epochs):
+mean +- std, the Student-t 95 % interval of the mean, parameters, time per epoch.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def train_row(name: str, config: TrainConfig, log=print) -> dict:
         )
     return {
         "row": name,
+        "training": training(config.lr, config.augment, config.epochs),
         "seed": config.seed,
         "test_acc": test_acc[-1],
         "best_test_acc": max(test_acc),
@@ -191,9 +193,11 @@ def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> l
         results = json.loads(out.read_text())
     records = []
     for model, result in results["models"].items():
+        settings = results["settings"]
         records.append(
             {
                 "row": rows[model],
+                "training": f"the tutorial's: lr {settings['lr']:g}, {settings['epochs']} epochs",
                 "seed": seed,
                 "test_acc": result["test_accuracy"],
                 "best_test_acc": max(result["test_accuracy_per_epoch"]),
@@ -207,28 +211,40 @@ def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> l
     return records
 
 
+def training(lr: float, augment: bool, epochs: int) -> str:
+    """How a recipe row trained, in words: its learning rate, augmentation, epochs."""
+    return f"lr {lr:g}, {'augmented' if augment else 'not augmented'}, {epochs} epochs"
+
+
+def record_name(record: dict) -> str:
+    """``<row>-<training>-s<seed>.json``, the training in a file-name form."""
+    slug = record["training"].replace("the tutorial's: ", "").replace(", ", "-")
+    slug = slug.replace("not augmented", "noaug").replace("augmented", "aug").replace(" ", "")
+    return f"{record['row']}-{slug}-s{record['seed']}.json"
+
+
 def summarize(out: Path) -> str:
-    """``summary.md`` of every JSON in ``out``: one row per table row, in :data:`ROWS`'s
-    order; returns its text."""
-    runs: dict[str, list[dict]] = {}
+    """``summary.md`` of every JSON in ``out``: one row per table row and training, in
+    :data:`ROWS`'s order; returns its text."""
+    runs: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(out.glob("*-s*.json")):
         record = json.loads(path.read_text())
-        runs.setdefault(record["row"], []).append(record)
+        runs.setdefault((record["row"], record["training"]), []).append(record)
     lines = [
-        "| model | trainable params | s / epoch | seeds | test acc, last epoch (mean ± std) "
-        "| 95 % CI of the mean | best epoch (mean) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | training | trainable params | s / epoch | seeds | test acc, last epoch "
+        "(mean ± std) | 95 % CI of the mean | best epoch (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for row, label in ROWS.items():
-        if row not in runs:
-            continue
-        records = sorted(runs[row], key=lambda r: r["seed"])
+    order = list(ROWS)
+    for row, how in sorted(runs, key=lambda key: (order.index(key[0]), key[1])):
+        label = ROWS[row]
+        records = sorted(runs[row, how], key=lambda r: r["seed"])
         acc = [100 * r["test_acc"] for r in records]
         best = [100 * r["best_test_acc"] for r in records]
         spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
         ci = mean_interval(acc)
         lines.append(
-            f"| {label} | {records[0]['params']:,} | "
+            f"| {label} | {how} | {records[0]['params']:,} | "
             f"{statistics.fmean(r['seconds_per_epoch'] for r in records):.1f} | "
             f"{len(acc)} ({', '.join(str(r['seed']) for r in records)}) | "
             f"{statistics.fmean(acc):.1f}{spread} | "
@@ -310,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             records = [train_row(args.model, config)]
         for record in records:
             record["machine"] = machine
-            path = args.out / f"{record['row']}-s{seed}.json"
+            path = args.out / record_name(record)
             path.write_text(json.dumps(record, indent=1))
             print(
                 f"{record['row']} seed {seed}: test {record['test_acc']:.3f} (best "

@@ -71,24 +71,29 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     common = ["--data-root", str(tiny_shd), "--out", str(out), "--epochs", "2", "--limit", "24"]
     cmp.main(["--model", "rec-d2", "--seeds", "0,1", *common])
     cmp.main(["--model", "gru", "--seeds", "0", "--no-augment", *common])
-    record = json.loads((out / "rec-d2-s1.json").read_text())
+    record = json.loads((out / "rec-d2-lr0.005-aug-2epochs-s1.json").read_text())
     assert record["row"] == "rec-d2" and record["seed"] == 1
+    assert record["training"] == "lr 0.005, augmented, 2 epochs"
     assert len(record["test_acc_per_epoch"]) == 2
     assert record["best_test_acc"] == max(record["test_acc_per_epoch"])
     assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
     assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
     assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
-    assert json.loads((out / "gru-s0.json").read_text())["config"]["augment"] == "False"
+    gru = json.loads((out / "gru-lr0.005-noaug-2epochs-s0.json").read_text())
+    assert gru["config"]["augment"] == "False"
 
     summary = (out / "summary.md").read_text().splitlines()
-    assert summary[0].startswith("| model | trainable params | s / epoch | seeds |")
+    assert summary[0].startswith("| model | training | trainable params | s / epoch | seeds |")
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in summary[2:]}
     assert list(rows) == [cmp.ROWS["gru"], cmp.ROWS["rec-d2"]]  # the table's order
     d2 = rows[cmp.ROWS["rec-d2"]]
-    assert d2[3] == "2 (0, 1)"
-    accs = [100 * json.loads((out / f"rec-d2-s{s}.json").read_text())["test_acc"] for s in (0, 1)]
-    assert d2[4].startswith(f"{sum(accs) / 2:.1f} ± ")
-    assert rows[cmp.ROWS["gru"]][5] == "-"  # no interval from one seed
+    assert d2[1] == "lr 0.005, augmented, 2 epochs" and d2[4] == "2 (0, 1)"
+    accs = [
+        100 * json.loads((out / f"rec-d2-lr0.005-aug-2epochs-s{s}.json").read_text())["test_acc"]
+        for s in (0, 1)
+    ]
+    assert d2[5].startswith(f"{sum(accs) / 2:.1f} ± ")
+    assert rows[cmp.ROWS["gru"]][6] == "-"  # no interval from one seed
 
 
 def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path, monkeypatch):
@@ -98,8 +103,9 @@ def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path
         ["--model", "tutorial01", "--seeds", "3", "--data-root", str(tiny_shd)]
         + ["--out", str(out), "--epochs", "1", "--limit", "16"]
     )
-    plain = json.loads((out / "ff-none-s3.json").read_text())
-    spatial = json.loads((out / "ff-d2-s3.json").read_text())
+    plain = json.loads((out / "ff-none-lr0.001-1epochs-s3.json").read_text())
+    spatial = json.loads((out / "ff-d2-lr0.001-1epochs-s3.json").read_text())
+    assert plain["training"] == "the tutorial's: lr 0.001, 1 epochs"
     assert plain["config"]["seed"] == spatial["config"]["seed"] == 3
     assert plain["config"]["hidden"] == 256 and plain["config"]["epochs"] == 1
     # The spatial copy adds 2-D positions for 700 + 256 + 256 + 20 neurons.
