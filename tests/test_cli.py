@@ -392,7 +392,7 @@ def test_help_shows_the_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for option, default in (
         ("--epochs EPOCHS", "10; 60 with --data-root"),
-        ("--lr LR", "0.001; 0.005 with --data-root"),
+        ("--lr LR", "0.001; 0.01 with --data-root"),
         ("--batch-size BATCH_SIZE", "64"),
         ("--dt DT", "0.01"),
         ("--seed SEED", "0"),
@@ -410,8 +410,8 @@ def test_help_shows_the_defaults(capsys):
     "options, expected",
     [
         ([], (10, 1e-3, False)),
-        (["--data-root", "shd"], (60, 5e-3, True)),
-        (["--data-root", "shd", "--no-augment", "--epochs", "3"], (3, 5e-3, False)),
+        (["--data-root", "shd"], (60, 1e-2, True)),
+        (["--data-root", "shd", "--no-augment", "--epochs", "3"], (3, 1e-2, False)),
         (["--data-root", "shd", "--lr", "0.002"], (60, 2e-3, True)),
         (["--augment", "--lr", "0.01"], (10, 1e-2, True)),
     ],

@@ -71,15 +71,15 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     common = ["--data-root", str(tiny_shd), "--out", str(out), "--epochs", "2", "--limit", "24"]
     cmp.main(["--model", "rec-d2", "--seeds", "0,1", *common])
     cmp.main(["--model", "gru", "--seeds", "0", "--no-augment", *common])
-    record = json.loads((out / "rec-d2-lr0.005-aug-2epochs-s1.json").read_text())
+    record = json.loads((out / "rec-d2-lr0.01-aug-2epochs-s1.json").read_text())
     assert record["row"] == "rec-d2" and record["seed"] == 1
-    assert record["training"] == "lr 0.005, augmented, 2 epochs"
+    assert record["training"] == "lr 0.01, augmented, 2 epochs"
     assert len(record["test_acc_per_epoch"]) == 2
     assert record["best_test_acc"] == max(record["test_acc_per_epoch"])
     assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
     assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
     assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
-    gru = json.loads((out / "gru-lr0.005-noaug-2epochs-s0.json").read_text())
+    gru = json.loads((out / "gru-lr0.01-noaug-2epochs-s0.json").read_text())
     assert gru["config"]["augment"] == "False"
 
     summary = (out / "summary.md").read_text().splitlines()
@@ -87,9 +87,9 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in summary[2:]}
     assert list(rows) == [cmp.ROWS["gru"], cmp.ROWS["rec-d2"]]  # the table's order
     d2 = rows[cmp.ROWS["rec-d2"]]
-    assert d2[1] == "lr 0.005, augmented, 2 epochs" and d2[4] == "2 (0, 1)"
+    assert d2[1] == "lr 0.01, augmented, 2 epochs" and d2[4] == "2 (0, 1)"
     accs = [
-        100 * json.loads((out / f"rec-d2-lr0.005-aug-2epochs-s{s}.json").read_text())["test_acc"]
+        100 * json.loads((out / f"rec-d2-lr0.01-aug-2epochs-s{s}.json").read_text())["test_acc"]
         for s in (0, 1)
     ]
     assert d2[5].startswith(f"{sum(accs) / 2:.1f} ± ")

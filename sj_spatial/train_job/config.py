@@ -9,7 +9,7 @@ from pathlib import Path
 #: the short built-in run: longer training at a higher learning rate, with the paper's
 #: augmentation against learning the training speakers by heart
 #: (benchmarks/RESULTS.md, "Spoken digits from speech synthesizers").
-DATA_ROOT_DEFAULTS = {"epochs": 60, "lr": 5e-3, "augment": True}
+DATA_ROOT_DEFAULTS = {"epochs": 60, "lr": 1e-2, "augment": True}
 
 
 @dataclass(frozen=True)
