@@ -4,7 +4,8 @@ The data is a folder in SHD's layout, e.g. the one ``benchmarks/spoken_digits.py
 Rows (``--model``):
 
 - ``gru``: a non-spiking GRU (700 -> 128) on the same binned spike counts, with a linear
-  readout of its last state.
+  readout of every state averaged over time (a readout of the last state alone learned
+  far more slowly: 0.62-0.67 after 20 epochs at lr 1e-3).
 - ``rec-none``, ``rec-fixed``, ``rec-d2``, ``rec-d3``, ``rec-free``: the paper's recurrent
   model (:func:`sj_spatial.models.recurrent_shd_model`, 128 hidden) with recurrent
   synapses of one time step (no delays), with delays of fixed random 2-D positions, of
@@ -89,8 +90,8 @@ ROWS = {
 
 
 class GRUClassifier(nn.Module):
-    """GRU over ``[T, N, in]`` counts; returns the logits of its last state as ``[1, N, C]``
-    (so that the recipe's mean over time is those logits)."""
+    """GRU over ``[T, N, in]`` counts with a linear readout of every state,
+    ``[T, N, classes]``: the recipe's loss averages it over time, as the spiking models'."""
 
     def __init__(self, in_features: int = 700, hidden: int = 128, classes: int = 20):
         super().__init__()
@@ -98,8 +99,8 @@ class GRUClassifier(nn.Module):
         self.readout = nn.Linear(hidden, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, last = self.gru(x)
-        return self.readout(last)
+        states, _ = self.gru(x)
+        return self.readout(states)
 
 
 def build_model(name: str, config: TrainConfig) -> nn.Module:

@@ -53,13 +53,13 @@ def test_rows_differ_only_in_their_recurrent_delays(cmp):
     assert count["rec-fixed"] == count["rec-none"]
 
 
-def test_gru_reads_out_its_last_state(cmp):
+def test_gru_reads_out_every_state(cmp):
     model = cmp.build_model("gru", TrainConfig(hidden=8))
     x = torch.rand(30, 4, 700)
     out = model(x)
-    assert out.shape == (1, 4, 20)
-    _, last = model.gru(x)
-    assert torch.equal(out[0], model.readout(last[0]))
+    assert out.shape == (30, 4, 20)
+    states, _ = model.gru(x)
+    assert torch.equal(out, model.readout(states))
     assert cmp.count_params(model) == 3 * (700 * 8 + 8 * 8 + 2 * 8) + 8 * 20 + 20
 
 
