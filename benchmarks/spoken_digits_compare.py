@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 import torch
 from bench_layers import machine_info
 from torch import nn
+from yinyang import count_params, mean_interval
 
 from sj_spatial.baselines import FreeDelayRecurrentContainer
 from sj_spatial.distributed import World
@@ -63,14 +63,18 @@ from sj_spatial.train_job.recipe import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RECURRENT = ("rec-none", "rec-fixed", "rec-d2", "rec-d3", "rec-free")
+#: Each tutorial's script, its models' rows, and its extra arguments (tutorial 02 stops
+#: before fitting positions to DCLS's delays, which no row reports).
 TUTORIALS = {
     "tutorial01": (
         ROOT / "tutorials" / "01_spatialize_sj_shd_model.py",
         {"SpikingJelly (no delays)": "ff-none", "spatialized (positions)": "ff-d2"},
+        (),
     ),
     "tutorial02": (
         ROOT / "tutorials" / "02_dcls_to_positions.py",
         {"DCLS": "dcls", "positions": "dcls-positions-d2"},
+        ("--no-fit",),
     ),
 }
 MODELS = ("gru", *RECURRENT, *TUTORIALS)
@@ -132,10 +136,6 @@ def build_model(name: str, config: TrainConfig) -> nn.Module:
     return model
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def train_row(name: str, config: TrainConfig, log=print) -> dict:
     """Train row ``name`` with the recipe of ``config``; returns its record."""
     world = World()
@@ -154,7 +154,7 @@ def train_row(name: str, config: TrainConfig, log=print) -> dict:
         start = time.perf_counter()
         sums = run_epoch(model, batches, device, optimizers, clip=config.clip or None)
         seconds.append(time.perf_counter() - start)
-        train_loss, train_acc = global_means(sums, device)
+        _, train_acc = global_means(sums, device)
         tests = ((x, y, 1.0) for x, y in test_loader)
         _, acc = global_means(run_epoch(model, tests, device), device)
         test_acc.append(acc)
@@ -178,23 +178,21 @@ def train_row(name: str, config: TrainConfig, log=print) -> dict:
 
 def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> list[dict]:
     """Run a tutorial script as it is; one record per model it trains."""
-    script, rows = TUTORIALS[name]
+    script, rows, extra = TUTORIALS[name]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.json"
         command = [sys.executable, str(script), "--data-root", str(args.data_root)]
-        command += ["--seed", str(seed), "--json", str(out), "--device", "cpu"]
+        command += ["--seed", str(seed), "--json", str(out), "--device", "cpu", *extra]
         if args.epochs is not None:
             command += ["--epochs", str(args.epochs)]
         if args.limit is not None:
             command += ["--samples", str(args.limit)]
-        if name == "tutorial02":
-            command.append("--no-fit")
         log(" ".join(command))
         subprocess.run(command, check=True)
         results = json.loads(out.read_text())
+    settings = results["settings"]
     records = []
     for model, result in results["models"].items():
-        settings = results["settings"]
         records.append(
             {
                 "row": rows[model],
@@ -206,7 +204,7 @@ def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> l
                 "params": result["trainable_parameters"],
                 "seconds_per_epoch": result["seconds_per_epoch"],
                 "data": str(args.data_root),
-                "config": {**results["settings"], "script": script.name},
+                "config": {**settings, "script": script.name},
             }
         )
     return records
@@ -254,17 +252,6 @@ def summarize(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
-
-
-def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t confidence interval of the mean (None for fewer than two values)."""
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * statistics.stdev(values)
-    mean = statistics.fmean(values)
-    return mean - half / math.sqrt(len(values)), mean + half / math.sqrt(len(values))
 
 
 def make_parser() -> argparse.ArgumentParser:
