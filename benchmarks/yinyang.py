@@ -3,7 +3,8 @@
 Model: the Yin-Yang inputs ``(x, y, 1-x, 1-y)`` plus a bias spike, time-to-first-spike
 encoded (``sj_spatial.data.yinyang.ttfs_encode``) -> delayed linear ``5 -> hidden`` ->
 LIF -> delayed linear ``hidden -> 3`` -> leaky integrator readout; the class is the
-readout with the largest membrane maximum over time (cross-entropy on those maxima).
+readout with the largest membrane maximum over time (cross-entropy on those maxima;
+``--readout mean``: on the membranes' means over time instead).
 Variants (``--variant``):
 
 - ``spatial``: ``SpatialDelayLinear`` layers; the hidden population has one set of
@@ -61,6 +62,7 @@ from sj_spatial.models import ExponentialSynapse
 
 VARIANTS = ("spatial", "fixed", "none", "free")
 READOUT_BIAS = ("uniform", "zero")
+READOUTS = ("max", "mean")
 #: The environment that pins every CPU kernel library to its AVX2 code path (read when
 #: each library loads, so it is set before the process starts: :func:`run_pinned`).
 AVX2 = {
@@ -103,18 +105,21 @@ class Config:
     tau_out: float = 8.0
     init_gain: float = 2.0
     readout_bias: str = "uniform"
+    readout: str = "max"
     train_size: int = 5000
     val_size: int = 1000
     test_size: int = 1000
 
     @property
     def tag(self) -> str:
-        """``variant[-dD]-hH[-eE][-rb0]``: the epoch count appears when it is not the
-        default, ``-rb0`` for a readout bias that starts at zero."""
+        """``variant[-dD]-hH[-eE][-rb0][-rmean]``: the epoch count appears when it is not
+        the default, ``-rb0`` for a readout bias that starts at zero, ``-rmean`` for the
+        mean-over-time readout."""
         dim = f"-d{self.dim}" if self.variant in ("spatial", "fixed") else ""
         epochs = "" if self.epochs == DEFAULT_EPOCHS else f"-e{self.epochs}"
         bias = "-rb0" if self.readout_bias == "zero" else ""
-        return f"{self.variant}{dim}-h{self.hidden}{epochs}{bias}"
+        readout = "" if self.readout == "max" else f"-r{self.readout}"
+        return f"{self.variant}{dim}-h{self.hidden}{epochs}{bias}{readout}"
 
 
 def expected_params(variant: str, hidden: int, dim: int) -> int:
@@ -158,6 +163,8 @@ def build_model(cfg: Config) -> nn.Sequential:
         raise ValueError(
             f"readout_bias must be one of {list(READOUT_BIAS)}, got {cfg.readout_bias!r}"
         )
+    if cfg.readout not in READOUTS:
+        raise ValueError(f"readout must be one of {list(READOUTS)}, got {cfg.readout!r}")
     torch.manual_seed(cfg.seed)
     first, second = _synapses(cfg)
     with torch.no_grad():
@@ -184,17 +191,25 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Maximum over time of the readout membranes: ``[T, N, 5]`` -> ``[N, 3]``."""
+def logits(model: nn.Module, x: torch.Tensor, readout: str = "max") -> torch.Tensor:
+    """Maximum (or, with ``readout='mean'``, mean) over time of the readout membranes:
+    ``[T, N, 5]`` -> ``[N, 3]``."""
     functional.reset_net(model)
-    return model(x).amax(dim=0)
+    membranes = model(x)
+    return membranes.amax(dim=0) if readout == "max" else membranes.mean(dim=0)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 1000,
+    readout: str = "max",
+) -> float:
     """Fraction of ``x [T, N, 5]`` classified as ``y [N]``."""
     with torch.no_grad():
         hits = sum(
-            int((logits(model, x[:, i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+            int((logits(model, x[:, i : i + batch], readout).argmax(1) == y[i : i + batch]).sum())
             for i in range(0, y.shape[0], batch)
         )
     return hits / y.shape[0]
@@ -231,13 +246,13 @@ def train(cfg: Config, log=print) -> dict:
         total = 0.0
         for b in range(batches):
             idx = order[b * cfg.batch : (b + 1) * cfg.batch]
-            loss = F.cross_entropy(logits(model, train_x[:, idx]), train_y[idx])
+            loss = F.cross_entropy(logits(model, train_x[:, idx], cfg.readout), train_y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += loss.item() * idx.numel()
-        val_acc = accuracy(model, val_x, val_y)
+        val_acc = accuracy(model, val_x, val_y, readout=cfg.readout)
         history.append({"epoch": epoch, "train_loss": total / cfg.train_size, "val_acc": val_acc})
         log(
             f"{cfg.tag} seed {cfg.seed} epoch {epoch}: loss {history[-1]['train_loss']:.4f} "
@@ -255,8 +270,8 @@ def train(cfg: Config, log=print) -> dict:
         "params": count_params(model),
         "best_epoch": best["epoch"],
         "val_acc": best["val_acc"],
-        "test_acc": accuracy(model, test_x, test_y),
-        "train_acc": accuracy(model, train_x, train_y),
+        "test_acc": accuracy(model, test_x, test_y, readout=cfg.readout),
+        "train_acc": accuracy(model, train_x, train_y, readout=cfg.readout),
         "time_s": round(time.perf_counter() - start, 2),
         "config": asdict(cfg),
         "history": history,
@@ -266,7 +281,8 @@ def train(cfg: Config, log=print) -> dict:
 def _group_key(run: dict) -> tuple:
     config = run["config"]
     bias = config.get("readout_bias", "uniform")
-    return (run["variant"], run["dim"] or 0, run["hidden"], config["epochs"], bias)
+    readout = config.get("readout", "max")
+    return (run["variant"], run["dim"] or 0, run["hidden"], config["epochs"], bias, readout)
 
 
 def _spsnn(run: dict) -> float | None:
@@ -327,6 +343,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "tag": group[0]["tag"],
                 "variant": key[0],
                 "readout_bias": key[4],
+                "readout": key[5],
                 "dim": group[0]["dim"],
                 "hidden": key[2],
                 "params": group[0]["params"],
@@ -364,6 +381,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         spsnn = "-" if r["spsnn_median"] is None else f"{r['spsnn_median']:.2f}"
         variant = r["variant"] + (" (readout bias 0)" if r.get("readout_bias") == "zero" else "")
+        variant += " (mean readout)" if r.get("readout", "max") == "mean" else ""
         lines.append(
             f"| {variant} | {r['dim'] or '-'} | {r['hidden']} | {r['params']} | "
             f"{','.join(map(str, r['seeds']))} | {r['mean']:.2f} ± {r['std']:.2f} | "
@@ -464,6 +482,12 @@ def make_parser() -> argparse.ArgumentParser:
         choices=READOUT_BIAS,
         default=defaults.readout_bias,
         help="the readout bias's start: nn.Linear's uniform draw (default) or zero",
+    )
+    parser.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default=defaults.readout,
+        help="class scores: the readout membranes' maximum over time (default) or their mean",
     )
     parser.add_argument(
         "--interpolate",

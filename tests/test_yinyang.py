@@ -149,6 +149,19 @@ def test_run_tags_name_the_variant_and_a_non_default_epoch_count(bench):
     assert bench.Config(variant="free", dim=3, hidden=100).tag == "free-h100"
     assert bench.Config(variant="none", epochs=80).tag == "none-h45-e80"
     assert bench.Config(variant="none", readout_bias="zero").tag == "none-h45-rb0"
+    assert bench.Config(readout="mean", epochs=160).tag == "spatial-d2-h45-e160-rmean"
+
+
+def test_the_mean_readout_scores_the_membranes_mean_over_time(bench):
+    cfg = bench.Config(hidden=8, seed=1)
+    model = bench.build_model(cfg)
+    x = bench.encoded(6, 0, cfg)[0]
+    membranes = (bench.functional.reset_net(model), model(x))[1]
+    assert torch.equal(bench.logits(model, x), membranes.amax(0))
+    assert torch.equal(bench.logits(model, x, "mean"), membranes.mean(0))
+    with pytest.raises(ValueError, match="readout"):
+        bench.build_model(bench.Config(readout="last"))
+    assert bench.make_parser().parse_args(["--readout", "mean"]).readout == "mean"
 
 
 def test_readout_bias_starts_at_zero_on_request_and_nothing_else_moves(bench):
@@ -167,12 +180,14 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
     for variant, dim in runs:
         bench.main(["--quick", "--variant", variant, "--dim", dim, "--out", str(tmp_path)])
     bench.main(["--quick", "--variant", "none", "--readout-bias", "zero", "--out", str(tmp_path)])
+    bench.main(["--quick", "--readout", "mean", "--out", str(tmp_path)])
     files = sorted(p.name for p in tmp_path.glob("*-s0.json"))
     assert files == [
         "fixed-d3-h8-e1-s0.json",
         "free-h8-e1-s0.json",
         "none-h8-e1-rb0-s0.json",
         "none-h8-e1-s0.json",
+        "spatial-d2-h8-e1-rmean-s0.json",
         "spatial-d2-h8-e1-s0.json",
     ]
     for variant, dim in runs:
@@ -199,9 +214,11 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
         "none-h8-e1",
         "none-h8-e1-rb0",
         "spatial-d2-h8-e1",
+        "spatial-d2-h8-e1-rmean",
     ]
-    assert table.count("\n") == 3 + len(runs) and "| spatial | 2 | 8 | 99 | 0 |" in table
+    assert table.count("\n") == 4 + len(runs) and "| spatial | 2 | 8 | 99 | 0 |" in table
     assert "| none (readout bias 0) | - | 8 | 67 | 0 |" in table
+    assert "| spatial (mean readout) | 2 | 8 | 99 | 0 |" in table
     assert (tmp_path / "accuracy_vs_params.png").stat().st_size > 0
 
 
