@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from sj_spatial import param_groups
+from sj_spatial import cli, param_groups
 from sj_spatial.baselines import FreeDelayRecurrentContainer
 from sj_spatial.data import make_synthetic_shd
+from sj_spatial.train_job.checkpoints import load_checkpoint
 from sj_spatial.train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
 
 
@@ -94,6 +95,28 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     ]
     assert d2[5].startswith(f"{sum(accs) / 2:.1f} ± ")
     assert rows[cmp.ROWS["gru"]][6] == "-"  # no interval from one seed
+
+
+def test_the_learned_2d_row_is_the_main_job_with_its_data_root_defaults(
+    cmp, tiny_shd, tmp_path, monkeypatch
+):
+    """So the job's runs with ``--data-root`` stand for this row at the job's 60 epochs:
+    the same code on the same machine, so the same bits."""
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path / "cache"))
+    common = ["--data-root", str(tiny_shd), "--epochs", "2", "--limit", "24"]
+    logdir = tmp_path / "job"
+    assert cli.main(["train", *common, "--seed", "1", "--logdir", str(logdir), "--quiet"]) == 0
+    built = []
+    build = cmp.build_model
+    monkeypatch.setattr(cmp, "build_model", lambda *args: built.append(build(*args)) or built[-1])
+    cmp.main(["--model", "rec-d2", "--seeds", "1", "--out", str(tmp_path / "out"), *common])
+    record = json.loads((tmp_path / "out" / "rec-d2-lr0.01-aug-2epochs-s1.json").read_text())
+    saved = load_checkpoint(logdir / "checkpoint.pt")
+    assert record["test_acc_per_epoch"] == saved["history"]["test_acc"]
+    state = built[0].state_dict()
+    assert state.keys() == saved["model"].keys()
+    for name, value in state.items():
+        assert torch.equal(saved["model"][name], value), name
 
 
 def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path, monkeypatch):
