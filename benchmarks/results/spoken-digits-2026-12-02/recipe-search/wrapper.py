@@ -1,0 +1,101 @@
+"""The recipe search's wrapper around ``sj-spatial train`` (runs marked * in README.md).
+
+    python wrapper.py NAME root=DATA_DIR [key=value ...]
+
+Every ``TrainConfig`` field can be set as ``key=value`` (e.g. ``epochs=30 augment=True
+lr=0.01 dt=0.005``); beyond the job's options: ``tau_mem``, ``tau_syn``, ``tau_out``
+(seconds), ``readout=mean|max`` (over time), ``in_drop=p`` (input dropout),
+``in_scale=c`` (input counts times c), ``wd=x`` (AdamW weight decay on the weights),
+``threads=n``. The run's files go to ``runs/NAME``.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import sj_spatial.train_job.run as RUN
+from sj_spatial.models import recurrent_shd_model
+from sj_spatial.positions import param_groups
+from sj_spatial.train_job.config import TrainConfig
+
+name = sys.argv[1]
+over = dict(a.split("=") for a in sys.argv[2:])
+model_kw = {k: float(over.pop(k)) for k in list(over) if k in ("tau_mem", "tau_syn", "tau_out")}
+readout = over.pop("readout", "mean")
+in_drop = float(over.pop("in_drop", 0))
+in_scale = float(over.pop("in_scale", 1))
+wd = float(over.pop("wd", 0))
+threads = int(over.pop("threads", 0))
+if threads:
+    torch.set_num_threads(threads)
+root = Path(over.pop("root"))
+cfg_kw = {}
+d = TrainConfig()
+for k, v in over.items():
+    cur = getattr(d, k)
+    cfg_kw[k] = (
+        (v == "True")
+        if isinstance(cur, bool)
+        else (int(v) if k in ("limit", "tbptt", "recompute") else type(cur)(v))
+    )
+cfg = TrainConfig(data_root=root, logdir=Path("runs") / name, quiet=True, **cfg_kw)
+
+
+class MaxOverTime(nn.Module):
+    def forward(self, x):
+        return x.max(0, keepdim=True).values
+
+
+class InScale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return x * self.c
+
+
+class InDrop(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return (
+            nn.functional.dropout(x, self.p, self.training) * (1 - self.p) if self.training else x
+        )
+
+
+def build_model(config):
+    m = recurrent_shd_model(
+        dt=config.dt,
+        hidden=config.hidden,
+        dim=config.dim,
+        max_delay=config.max_delay,
+        delay_scale=config.delay_scale,
+        backend=config.backend,
+        **model_kw,
+    )
+    if in_drop:
+        m = nn.Sequential(InDrop(in_drop), *m)
+    if in_scale != 1:
+        m = nn.Sequential(InScale(in_scale), *m)
+    if readout == "max":
+        m = nn.Sequential(*m, MaxOverTime())
+    return m
+
+
+RUN.build_model = build_model
+if wd:
+
+    def build_optimizers(model, config):
+        groups = param_groups(model, config.lr, config.position_lr)
+        for g in groups[1:]:
+            g["weight_decay"] = 0.0
+        return [torch.optim.AdamW(groups, weight_decay=wd)]
+
+    RUN.build_optimizers = build_optimizers
+print(name, cfg, model_kw, readout, in_drop, in_scale, wd, threads, flush=True)
+RUN.train(cfg)
