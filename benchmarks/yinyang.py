@@ -62,7 +62,8 @@ from sj_spatial.models import ExponentialSynapse
 
 VARIANTS = ("spatial", "fixed", "none", "free")
 READOUT_BIAS = ("uniform", "zero")
-READOUTS = ("max", "mean")
+#: Class scores from the readout membranes ``[T, N, 3]``: their maximum or mean over time.
+READOUTS = {"max": torch.amax, "mean": torch.mean}
 #: The environment that pins every CPU kernel library to its AVX2 code path (read when
 #: each library loads, so it is set before the process starts: :func:`run_pinned`).
 AVX2 = {
@@ -195,8 +196,7 @@ def logits(model: nn.Module, x: torch.Tensor, readout: str = "max") -> torch.Ten
     """Maximum (or, with ``readout='mean'``, mean) over time of the readout membranes:
     ``[T, N, 5]`` -> ``[N, 3]``."""
     functional.reset_net(model)
-    membranes = model(x)
-    return membranes.amax(dim=0) if readout == "max" else membranes.mean(dim=0)
+    return READOUTS[readout](model(x), dim=0)
 
 
 def accuracy(
