@@ -117,6 +117,33 @@ TEST_SPEAKERS = (
 )
 SPEAKERS = TRAIN_SPEAKERS + TEST_SPEAKERS
 
+#: Held-out speakers of each split (``--split``), by name. Split 0 is :data:`TEST_SPEAKERS`;
+#: split 1 holds out six other speakers of the same kind (three male and two female
+#: espeak-ng voices, one flite voice), so that a recipe chosen on split 0 can be checked
+#: on voices it was never chosen on.
+SPLITS = (
+    tuple(s.name for s in TEST_SPEAKERS),
+    (
+        "espeak-m2-en-gb",
+        "espeak-m8-en-us-nyc",
+        "espeak-Andy-en-gb-x-gbcwmd",
+        "espeak-f5-en-gb-scotland",
+        "espeak-linda-en-gb-x-rp",
+        "flite-kal16",
+    ),
+)
+
+
+def split_speakers(split: int) -> tuple[tuple[Speaker, ...], tuple[Speaker, ...]]:
+    """The training and the held-out speakers of split ``split`` (:data:`SPLITS`), each in
+    the order of :data:`SPEAKERS`."""
+    if not 0 <= split < len(SPLITS):
+        raise ValueError(f"split must be in 0..{len(SPLITS) - 1}, got {split}")
+    held_out = set(SPLITS[split])
+    train = tuple(s for s in SPEAKERS if s.name not in held_out)
+    test = tuple(s for s in SPEAKERS if s.name in held_out)
+    return train, test
+
 
 @dataclass(frozen=True)
 class FrontEnd:
@@ -375,6 +402,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train", type=int, default=2000, help="training recordings")
     parser.add_argument("--test", type=int, default=600, help="test recordings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=0,
+        choices=range(len(SPLITS)),
+        help="which speakers are held out for the test file (default: 0)",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     return parser
 
@@ -385,7 +419,16 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     for name in ("train", "test", "jobs"):
         if getattr(args, name) < (1 if name == "jobs" else 0):
             parser.error(f"--{name} must be {'positive' if name == 'jobs' else '>= 0'}")
-    return build(args.out, args.train, args.test, args.seed, args.jobs)
+    train, test = split_speakers(args.split)
+    return build(
+        args.out,
+        args.train,
+        args.test,
+        args.seed,
+        args.jobs,
+        train_speakers=train,
+        test_speakers=test,
+    )
 
 
 if __name__ == "__main__":

@@ -84,6 +84,32 @@ def test_speakers_of_the_test_file_never_speak_in_training(sd):
     assert {s.gender for s in sd.TEST_SPEAKERS} == {"female", "male"}
 
 
+def test_split_0_is_the_published_set_and_split_1_holds_out_other_speakers(sd):
+    assert sd.split_speakers(0) == (sd.TRAIN_SPEAKERS, sd.TEST_SPEAKERS)
+    train, test = sd.split_speakers(1)
+    assert len(test) == 6 and len(train) == len(sd.SPEAKERS) - 6
+    assert {s.name for s in test} == set(sd.SPLITS[1])  # every name is a real speaker
+    assert not {s.name for s in train} & {s.name for s in test}
+    assert not {s.name for s in test} & {s.name for s in sd.TEST_SPEAKERS}
+    for group in (train, test):
+        assert {s.gender for s in group} == {"female", "male"}
+        assert {s.engine for s in group} == {"espeak-ng", "flite"}
+    with pytest.raises(ValueError, match="split must be in 0..1, got 2"):
+        sd.split_speakers(2)
+
+
+def test_the_command_line_builds_the_split_it_is_given(sd, monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(sd, "build", lambda *a, **kw: calls.append((a, kw)))
+    sd.main(["--out", str(tmp_path), "--split", "1", "--train", "4", "--test", "2"])
+    ((args, kw),) = calls
+    assert args[:3] == (tmp_path, 4, 2)
+    assert (kw["train_speakers"], kw["test_speakers"]) == sd.split_speakers(1)
+    with pytest.raises(SystemExit):
+        sd.main(["--out", str(tmp_path), "--split", "2"])
+    assert "--split: invalid choice: 2" in capsys.readouterr().err
+
+
 def test_a_missing_synthesizer_is_one_clear_message(sd, monkeypatch, tmp_path):
     monkeypatch.setattr(sd.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="apt-get install espeak-ng flite"):
