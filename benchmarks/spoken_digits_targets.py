@@ -1,0 +1,144 @@
+"""Spoken digits: the two accuracy targets, with the interval of each difference.
+
+Reads the 60-epoch runs of one results folder and writes ``targets.md`` there:
+
+- learned 2-D positions: the runs of ``sj-spatial train --data-root DIR`` with its defaults,
+  one folder per seed, ``default-recipe/seed<N>/summary.json`` (the comparison's
+  ``rec-d2`` row is the same training, bit for bit:
+  ``tests/test_spoken_digits_compare.py``);
+- the GRU and the same recurrent model without delays: ``spoken_digits_compare.py``'s
+  JSON records, ``--model gru --lr 0.003`` and ``--model rec-none --lr 0.01``, each with
+  ``--epochs 60``.
+
+The targets, each judged on Welch's t interval of the difference of two means (unequal
+variances, 95 %): learned positions within ``--gap`` (3) points of the GRU, and clearly
+above the model without delays. A target is ``met`` when the whole interval is on its
+side, ``met on the means only`` when just the difference of the means is.
+
+    python benchmarks/spoken_digits_targets.py benchmarks/results/spoken-digits-2026-12-02
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+from yinyang import mean_interval
+
+EPOCHS = 60
+GRU = ("gru", f"lr 0.003, augmented, {EPOCHS} epochs")
+NO_DELAYS = ("rec-none", f"lr 0.01, augmented, {EPOCHS} epochs")
+
+
+def difference_interval(
+    a: list[float], b: list[float], level: float = 0.95
+) -> tuple[float, float] | None:
+    """Welch's t interval of ``mean(a) - mean(b)`` (None unless both have two values)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf((1 + level) / 2, df) * math.sqrt(va + vb)
+    return float(diff - half), float(diff + half)
+
+
+def compare_runs(results: Path, row: tuple[str, str]) -> dict[int, float]:
+    """Test accuracy (%) after the last epoch, by seed, of one comparison row."""
+    runs = {}
+    for path in sorted(results.glob(f"{row[0]}-*-s*.json")):
+        record = json.loads(path.read_text())
+        if (record["row"], record["training"]) == row:
+            runs[record["seed"]] = 100 * record["test_acc"]
+    return runs
+
+
+def job_runs(results: Path) -> dict[int, float]:
+    """Test accuracy (%) after the last epoch, by seed, of the default job's runs."""
+    runs = {}
+    for path in sorted(results.glob("default-recipe/seed*/summary.json")):
+        match = re.fullmatch(r"seed(\d+)", path.parent.name)
+        summary = json.loads(path.read_text())
+        if match and summary["epochs"] == EPOCHS:
+            runs[int(match[1])] = 100 * summary["test_accuracy"]
+    return runs
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    return f"{interval[0]:.1f} to {interval[1]:.1f}" if interval else "-"
+
+
+def verdict(mean: float, interval: tuple[float, float] | None, bound: float) -> str:
+    """Whether ``mean`` (and its interval) lies above ``bound``."""
+    if interval is not None and interval[0] > bound:
+        return "met"
+    return "met on the means only" if mean > bound else "not met"
+
+
+def targets(results: Path, gap: float = 3.0) -> str:
+    """``targets.md`` for ``results``; returns its text."""
+    rows = {
+        "GRU 128, non-spiking": compare_runs(results, GRU),
+        "recurrent LIF 128, learned 2-D positions (the defaults)": job_runs(results),
+        "recurrent LIF 128, no delays": compare_runs(results, NO_DELAYS),
+    }
+    lines = [
+        f"| model ({EPOCHS} epochs) | seeds | test acc, last epoch (mean ± std) | "
+        "95 % CI of the mean | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for label, runs in rows.items():
+        acc = [runs[s] for s in sorted(runs)]
+        spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
+        mean = f"{statistics.fmean(acc):.1f}{spread}" if acc else "-"
+        lines.append(
+            f"| {label} | {len(acc)} ({', '.join(map(str, sorted(runs)))}) | {mean} | "
+            f"{_interval(mean_interval(acc))} | {' / '.join(f'{a:.1f}' for a in acc)} |"
+        )
+    gru, positions, none = ([r[s] for s in sorted(r)] for r in rows.values())
+    lines += [
+        "",
+        "| target | difference of the means | Welch's 95 % interval | verdict |",
+        "|---|---|---|---|",
+    ]
+    if gru and positions:
+        # within `gap` of the GRU: gap - (GRU - positions) above 0
+        diff = statistics.fmean(gru) - statistics.fmean(positions)
+        interval = difference_interval(gru, positions)
+        margin = (gap - interval[1], gap - interval[0]) if interval else None
+        lines.append(
+            f"| positions within {gap:g} points of the GRU | GRU - positions = {diff:.1f} | "
+            f"{_interval(interval)} | {verdict(gap - diff, margin, 0.0)} |"
+        )
+    if positions and none:
+        diff = statistics.fmean(positions) - statistics.fmean(none)
+        interval = difference_interval(positions, none)
+        lines.append(
+            f"| positions clearly above no delays | positions - no delays = {diff:.1f} | "
+            f"{_interval(interval)} | {verdict(diff, interval, 0.0)} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (results / "targets.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="folder of the runs")
+    parser.add_argument("--gap", type=float, default=3.0, help="points allowed below the GRU")
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        parser.error(f"results: {args.results} is not a folder")
+    print(targets(args.results, args.gap), end="")
+
+
+if __name__ == "__main__":
+    main()
