@@ -100,6 +100,16 @@ _count = _number(int, 1)
 _natural = _number(int, 0)
 _positive = _number(float, 0, strict=True)
 _nonnegative = _number(float, 0)
+
+
+def _below_one(text: str) -> float:
+    """The argparse ``type=`` of ``--stretch``: a number in ``[0, 1)``."""
+    value = _nonnegative(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
+    return value
+
+
 #: Device types ``--device`` accepts, besides ``auto``.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -222,6 +232,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="the paper's training augmentation: random channel shift (up to 40) of every "
         "sample, plus as many same-class blends per epoch (doubles the epoch); default: on "
         "with --data-root, off on the built-in data",
+    )
+    add(
+        "--stretch",
+        type=_below_one,
+        default=defaults.stretch,
+        help="with --augment, also stretch the time of every sample by a random factor "
+        "in [1 - F, 1 + F] (speaking rate; not in the paper); 0: off",
     )
     add("--quiet", action="store_true", help="no progress bars")
     return parser

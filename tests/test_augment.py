@@ -18,6 +18,7 @@ from sj_spatial.data import (
     make_synthetic_shd,
     random_shift,
     shift_units,
+    stretch_times,
 )
 
 
@@ -153,6 +154,22 @@ def test_bad_blend_probability():
         blend_events(
             np.zeros(1), np.zeros(1, np.int64), np.zeros(1), np.zeros(1, np.int64), rng(), 1.5
         )
+
+
+# ---------------------------------------------------------------- stretch
+
+
+def test_stretch_scales_times_floors_steps_and_drops_what_leaves_the_window():
+    steps, units = np.array([0, 1, 2, 3, 9]), np.array([5, 6, 7, 8, 9])
+    fast = stretch_times(steps, units, 0.5)
+    assert fast[0].tolist() == [0, 0, 1, 1, 4] and fast[0].dtype == steps.dtype
+    assert fast[1].tolist() == units.tolist()  # channels unchanged
+    slow = stretch_times(steps, units, 1.5, max_time=10)
+    assert slow[0].tolist() == [0, 1, 3, 4] and slow[1].tolist() == [5, 6, 7, 8]  # 13.5 left
+    seconds = stretch_times(np.array([0.1, 0.4]), np.array([1, 2]), 1.25)
+    assert seconds[0] == pytest.approx([0.125, 0.5])
+    with pytest.raises(ValueError, match="factor must be finite and > 0"):
+        stretch_times(steps, units, 0.0)
 
 
 # ---------------------------------------------------------------- the dataset
@@ -304,3 +321,29 @@ def test_not_an_shd_dataset_and_index_out_of_range(shd):
         augmented[80]
     with pytest.raises(ValueError, match="epoch must be >= 0"):
         augmented.set_epoch(-1)
+
+
+def test_stretched_items_are_their_unstretched_draws_stretched(shd):
+    """Stretching comes after shift and blend: the same draws, then one factor per item
+    in [1 - a, 1 + a]; the frames add the spikes that fall in one step."""
+    plain, stretched = AugmentedSHD(shd, seed=4), AugmentedSHD(shd, seed=4, max_stretch=0.3)
+    factors = []
+    for i in (0, 7, 45, 70):
+        steps, units, label = plain.events(i)
+        new_steps, new_units, new_label = stretched.events(i)
+        assert new_label == label
+        found = [
+            f
+            for f in np.linspace(0.7, 1.3, 601)
+            if np.array_equal(stretch_times(steps, units, f, 100)[0], new_steps)
+        ]
+        assert found, f"item {i} is no stretch of its draw"
+        assert np.array_equal(stretch_times(steps, units, found[0], 100)[1], new_units)
+        factors.append(found[0])
+        frames = np.zeros((100, 700), dtype=np.float32)
+        np.add.at(frames, (new_steps, new_units), 1.0)
+        assert torch.equal(stretched[i][0], torch.from_numpy(frames))
+    assert len({round(f, 1) for f in factors}) > 1  # one factor per item
+    assert "max_stretch=0.3" in repr(stretched)
+    with pytest.raises(ValueError, match=r"max_stretch must be in \[0, 1\), got 1.0"):
+        AugmentedSHD(shd, max_stretch=1.0)

@@ -113,6 +113,19 @@ def test_augment_doubles_the_training_set_with_blends(tiny_shd, tmp_path, monkey
     assert "train 48, test 24 samples" in out and "augmented" not in out
 
 
+def test_stretch_joins_the_augmentation_and_needs_it(tiny_shd, tmp_path, monkeypatch, capsys):
+    options = ["--data-root", str(tiny_shd), "--epochs", "1", "--stretch", "0.2"]
+    run([*options, "--logdir", str(tmp_path / "aug")], monkeypatch, tmp_path)
+    summary = json.loads((tmp_path / "aug" / "summary.json").read_text())
+    assert summary["data"].endswith("augmented (shift + blend + stretch ±0.2)")
+    logdir = tmp_path / "plain"
+    err = fails([*options, "--no-augment", "--logdir", str(logdir)], monkeypatch, tmp_path, capsys)
+    assert err == (
+        "sj-spatial train: error: --stretch 0.2 stretches augmented samples; add --augment\n"
+    )
+    assert not logdir.exists()
+
+
 def test_time_chunks_bound_memory_with_truncated_or_exact_gradients(
     tiny_shd, tmp_path, monkeypatch, capsys
 ):
@@ -360,6 +373,8 @@ def test_a_data_root_without_the_test_file_names_it(tiny_shd, tmp_path, monkeypa
         ("--hidden", "0", "must be >= 1, got 0"),
         ("--recompute", "0", "must be >= 1, got 0"),
         ("--device", "gpu0", "expected auto, cpu, cuda, cuda:N or mps, got 'gpu0'"),
+        ("--stretch", "1", "must be < 1, got 1"),
+        ("--stretch", "-0.1", "must be >= 0, got -0.1"),
     ],
 )
 def test_bad_option_values_fail_in_one_line_naming_the_option(

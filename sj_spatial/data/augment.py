@@ -76,6 +76,22 @@ def random_shift(
     return shift_units(times, units, offset, num_channels)
 
 
+def stretch_times(
+    times: np.ndarray, units: np.ndarray, factor: float, max_time: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply every time by ``factor`` (> 0): a faster (``factor < 1``) or slower
+    utterance. Integer times (time steps) are rounded down to whole steps, so spikes of
+    neighbouring steps may share one; spikes at or after ``max_time`` (when given) are
+    dropped. Returns the kept ``(times [S'], units [S'] int64)`` in their order."""
+    times, units = _events(times, units)
+    factor = check_float("factor", factor, strict=True)
+    moved = times * factor
+    if times.dtype.kind in "iu":
+        moved = np.floor(moved).astype(times.dtype)
+    keep = np.ones(len(moved), dtype=bool) if max_time is None else moved < max_time
+    return moved[keep], units[keep]
+
+
 def _half_way(mine: np.ndarray, other: np.ndarray, whole: bool):
     """Offset that moves ``mine``'s mean half-way to ``other``'s, truncated towards zero
     when ``whole`` (as ``int()`` does); 0 when either is empty."""
@@ -161,6 +177,10 @@ class AugmentedSHD(Dataset):
         num_blend: blended samples per epoch; default ``len(dataset)`` (as in the paper);
             0 turns blending off.
         seed: seed of every draw.
+        max_stretch: each item's times are then multiplied by a factor drawn uniformly
+            from ``[1 - max_stretch, 1 + max_stretch]`` (:func:`stretch_times`; a
+            speaking rate augmentation, not in the paper); 0 (default) turns it off and
+            leaves every other draw as it was.
     """
 
     def __init__(
@@ -170,6 +190,7 @@ class AugmentedSHD(Dataset):
         p_blend: float = DEFAULT_P_BLEND,
         num_blend: int | None = None,
         seed: int = 0,
+        max_stretch: float = 0.0,
     ):
         super().__init__()
         self.shd, self.positions = _base(dataset)
@@ -182,6 +203,9 @@ class AugmentedSHD(Dataset):
         if self.num_blend and not len(self.positions):
             raise ValueError(f"num_blend must be 0 for an empty dataset, got {num_blend}")
         self.seed = check_int("seed", seed, minimum=0)
+        self.max_stretch = check_float("max_stretch", max_stretch)
+        if self.max_stretch >= 1:
+            raise ValueError(f"max_stretch must be in [0, 1), got {max_stretch}")
         self.epoch = 0
         #: Labels ``[N]`` of the samples of ``dataset`` (items ``0..N-1``).
         self.labels: np.ndarray = self.shd.labels[self.positions]
@@ -224,6 +248,9 @@ class AugmentedSHD(Dataset):
             )
         if self.max_shift:
             steps, units = random_shift(steps, units, rng, self.max_shift)
+        if self.max_stretch:
+            factor = rng.uniform(1 - self.max_stretch, 1 + self.max_stretch)
+            steps, units = stretch_times(steps, units, factor, self.shd.num_steps)
         return steps, units, label
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
@@ -240,6 +267,6 @@ class AugmentedSHD(Dataset):
     def __repr__(self) -> str:
         return (
             f"AugmentedSHD({self.shd!r}, items={len(self.positions)} + {self.num_blend} "
-            f"blended, max_shift={self.max_shift}, p_blend={self.p_blend}, seed={self.seed}, "
-            f"epoch={self.epoch})"
+            f"blended, max_shift={self.max_shift}, p_blend={self.p_blend}, "
+            f"max_stretch={self.max_stretch}, seed={self.seed}, epoch={self.epoch})"
         )

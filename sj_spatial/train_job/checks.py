@@ -27,6 +27,13 @@ def check_batch_split(batch_size: int, world: World) -> None:
         )
 
 
+def check_stretch(stretch: float, augment: bool) -> None:
+    """Raise SystemExit when ``--stretch`` is asked for without the augmentation it is
+    part of."""
+    if stretch and not augment:
+        raise SystemExit(f"--stretch {stretch:g} stretches augmented samples; add --augment")
+
+
 def resolve_device(name: str, world: World | None) -> torch.device:
     """The device of this process for ``--device name``: under torchrun, CUDA means
     ``cuda:LOCAL_RANK``. Raises SystemExit when the device is not on this machine."""

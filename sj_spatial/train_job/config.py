@@ -47,6 +47,7 @@ class TrainConfig:
     tbptt: int | None = None
     recompute: int | None = None
     augment: bool = False
+    stretch: float = 0.0
     quiet: bool = False
 
     @classmethod

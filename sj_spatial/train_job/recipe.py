@@ -41,8 +41,9 @@ def datasets(config: TrainConfig, world: World) -> tuple[tuple[Dataset, Dataset]
     if world.is_main:
         barrier()
     if config.augment:
-        train_set = AugmentedSHD(train_set, seed=config.seed)
-        source += ", augmented (shift + blend)"
+        train_set = AugmentedSHD(train_set, seed=config.seed, max_stretch=config.stretch)
+        source += ", augmented (shift + blend"
+        source += f" + stretch ±{config.stretch:g})" if config.stretch else ")"
     return (train_set, test_set), source
 
 

@@ -25,6 +25,7 @@ from .checks import (
     check_batch_split,
     check_data_root,
     check_logdir,
+    check_stretch,
     make_logdir,
     resolve_device,
 )
@@ -55,6 +56,7 @@ def train(config: TrainConfig) -> dict | None:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     check_batch_split(config.batch_size, world or World())
+    check_stretch(config.stretch, config.augment)
     device = resolve_device(config.device, world)
     check_backend(config.backend, device)
     check_logdir(config.logdir)
