@@ -72,8 +72,8 @@ def job_runs(results: Path) -> dict[int, float]:
     return runs
 
 
-def _interval(interval: tuple[float, float] | None) -> str:
-    return f"{interval[0]:.1f} to {interval[1]:.1f}" if interval else "-"
+def _interval(interval: tuple[float, float] | None, digits: int = 1) -> str:
+    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}" if interval else "-"
 
 
 def verdict(mean: float, interval: tuple[float, float] | None, bound: float) -> str:
@@ -104,6 +104,7 @@ def targets(results: Path, gap: float = 3.0) -> str:
             f"{_interval(mean_interval(acc))} | {' / '.join(f'{a:.1f}' for a in acc)} |"
         )
     gru, positions, none = ([r[s] for s in sorted(r)] for r in rows.values())
+    # two decimals for the differences, so that an end next to a bound shows its side
     lines += [
         "",
         "| target | difference of the means | Welch's 95 % interval | verdict |",
@@ -116,14 +117,14 @@ def targets(results: Path, gap: float = 3.0) -> str:
         margin = (gap - interval[1], gap - interval[0]) if interval else None
         lines.append(
             f"| positions within {gap:g} points of the GRU | GRU - positions = {diff:.1f} | "
-            f"{_interval(interval)} | {verdict(gap - diff, margin, 0.0)} |"
+            f"{_interval(interval, 2)} | {verdict(gap - diff, margin, 0.0)} |"
         )
     if positions and none:
         diff = statistics.fmean(positions) - statistics.fmean(none)
         interval = difference_interval(positions, none)
         lines.append(
             f"| positions clearly above no delays | positions - no delays = {diff:.1f} | "
-            f"{_interval(interval)} | {verdict(diff, interval, 0.0)} |"
+            f"{_interval(interval, 2)} | {verdict(diff, interval, 0.0)} |"
         )
     text = "\n".join(lines) + "\n"
     (results / "targets.md").write_text(text)

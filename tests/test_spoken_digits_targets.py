@@ -64,10 +64,10 @@ def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
     above = tg.difference_interval([88.0, 89.0, 87.0], [80.0, 84.0, 82.0])
     assert gru_gap[1] > 3 > 2 and above[0] > 0  # a gap of 2 not shown; 6 above, shown
     assert (
-        f"| GRU - positions = 2.0 | {gru_gap[0]:.1f} to {gru_gap[1]:.1f} | "
+        f"| GRU - positions = 2.0 | {gru_gap[0]:.2f} to {gru_gap[1]:.2f} | "
         "met on the means only |" in text
     )
-    assert f"| positions - no delays = 6.0 | {above[0]:.1f} to {above[1]:.1f} | met |" in text
+    assert f"| positions - no delays = 6.0 | {above[0]:.2f} to {above[1]:.2f} | met |" in text
     assert tg.targets(tmp_path, gap=8.0).splitlines()[-2].endswith("| met |")  # 4.3 < 8
 
 
