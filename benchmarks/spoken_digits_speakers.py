@@ -60,16 +60,16 @@ def predictions(logdir: Path) -> tuple[SHD, np.ndarray, Path]:
 def per_speaker(logdirs: list[Path]) -> str:
     """A markdown table of test accuracy (%) per speaker (rows) and run (columns), and of
     all speakers; the runs must share their data folder."""
-    columns, names, index, first_root = [], None, None, None
-    for logdir in logdirs:
-        test, predicted, data_root = predictions(logdir)
-        if columns and data_root != first_root:
-            raise SystemExit(f"logdirs: {logdir} ran on {data_root}, not {first_root}")
-        first_root = data_root
-        if test.speakers is None:
-            raise SystemExit(f"{logdir}: the test file has no /extra/speaker")
-        names = names or speaker_names(data_root)
-        index = sorted(set(test.speakers.tolist()))
+    runs = [predictions(logdir) for logdir in logdirs]
+    test, _, data_root = runs[0]
+    for logdir, (_, _, root) in zip(logdirs, runs, strict=True):
+        if root != data_root:
+            raise SystemExit(f"logdirs: {logdir} ran on {root}, not {data_root}")
+    if test.speakers is None:
+        raise SystemExit(f"{logdirs[0]}: the test file has no /extra/speaker")
+    names, index = speaker_names(data_root), sorted(set(test.speakers.tolist()))
+    columns = []
+    for _, predicted, _ in runs:
         hits = predicted == test.labels
         columns.append({s: 100 * hits[test.speakers == s].mean() for s in index})
         columns[-1]["all"] = 100 * hits.mean()

@@ -42,8 +42,8 @@ def datasets(config: TrainConfig, world: World) -> tuple[tuple[Dataset, Dataset]
         barrier()
     if config.augment:
         train_set = AugmentedSHD(train_set, seed=config.seed, max_stretch=config.stretch)
-        source += ", augmented (shift + blend"
-        source += f" + stretch ±{config.stretch:g})" if config.stretch else ")"
+        stretch = f" + stretch ±{config.stretch:g}" if config.stretch else ""
+        source += f", augmented (shift + blend{stretch})"
     return (train_set, test_set), source
 
 
