@@ -26,8 +26,9 @@ are ``sj-spatial train --data-root``'s.
 Each (row, training, seed) writes ``<row>-<training>-s<seed>.json`` into ``--out`` (test
 accuracy after the last epoch, the best epoch's, trainable parameters, seconds per
 training epoch, the configuration and the machine); ``--summarize`` writes ``summary.md``
-from every JSON there, a line per row and training (learning rate, augmentation, epochs):
-mean +- std, the Student-t 95 % interval of the mean, parameters, time per epoch.
+from every JSON there, a line per row and training (learning rate, augmentation, epochs,
+and for the rows with delays ``--max-delay`` and ``--delay-scale``): mean +- std, the
+Student-t 95 % interval of the mean, parameters, time per epoch.
 """
 
 from __future__ import annotations
@@ -164,7 +165,12 @@ def train_row(name: str, config: TrainConfig, log=print) -> dict:
         )
     return {
         "row": name,
-        "training": training(config.lr, config.augment, config.epochs),
+        "training": training(
+            config.lr,
+            config.augment,
+            config.epochs,
+            None if name in ("gru", "rec-none") else (config.max_delay, config.delay_scale),
+        ),
         "seed": config.seed,
         "test_acc": test_acc[-1],
         "best_test_acc": max(test_acc),
@@ -210,9 +216,11 @@ def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> l
     return records
 
 
-def training(lr: float, augment: bool, epochs: int) -> str:
-    """How a recipe row trained, in words: its learning rate, augmentation, epochs."""
-    return f"lr {lr:g}, {'augmented' if augment else 'not augmented'}, {epochs} epochs"
+def training(lr: float, augment: bool, epochs: int, delays: tuple[int, float] | None = None) -> str:
+    """How a recipe row trained, in words: its learning rate, augmentation, epochs and,
+    for a row with delays, ``delays``: the longest delay (steps) and the delay scale."""
+    words = f"lr {lr:g}, {'augmented' if augment else 'not augmented'}, {epochs} epochs"
+    return words + (f", max delay {delays[0]}, scale {delays[1]:g}" if delays else "")
 
 
 def record_name(record: dict) -> str:
@@ -270,6 +278,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=defaults["lr"])
     parser.add_argument("--position-lr", type=float, default=defaults["position_lr"])
     parser.add_argument(
+        "--max-delay", type=int, default=defaults["max_delay"], help="longest delay in steps"
+    )
+    parser.add_argument(
+        "--delay-scale",
+        type=float,
+        default=defaults["delay_scale"],
+        help="time steps per unit of distance",
+    )
+    parser.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=defaults["augment"],
@@ -307,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
                 epochs=args.epochs or DATA_ROOT_DEFAULTS["epochs"],
                 lr=args.lr,
                 position_lr=args.position_lr,
+                max_delay=args.max_delay,
+                delay_scale=args.delay_scale,
                 augment=args.augment,
                 seed=seed,
                 limit=args.limit,

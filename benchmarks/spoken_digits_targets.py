@@ -5,7 +5,8 @@ Reads the 60-epoch runs of one results folder and writes ``targets.md`` there:
 - learned 2-D positions: the runs of ``sj-spatial train --data-root DIR`` with its defaults,
   one folder per seed, ``default-recipe/seed<N>/summary.json`` (the comparison's
   ``rec-d2`` row is the same training, bit for bit:
-  ``tests/test_spoken_digits_compare.py``);
+  ``tests/test_spoken_digits_compare.py``); ``--job NAME`` reads ``NAME/seed<N>/``
+  instead (runs of the job with other options) and writes ``targets-NAME.md``;
 - the GRU and the same recurrent model without delays: ``spoken_digits_compare.py``'s
   JSON records, ``--model gru --lr 0.003`` and ``--model rec-none --lr 0.01``, each with
   ``--epochs 60``.
@@ -61,10 +62,14 @@ def compare_runs(results: Path, row: tuple[str, str]) -> dict[int, float]:
     return runs
 
 
-def job_runs(results: Path) -> dict[int, float]:
-    """Test accuracy (%) after the last epoch, by seed, of the default job's runs."""
+#: The folder of the runs of ``sj-spatial train --data-root`` with its defaults.
+DEFAULT_JOB = "default-recipe"
+
+
+def job_runs(results: Path, job: str = DEFAULT_JOB) -> dict[int, float]:
+    """Test accuracy (%) after the last epoch, by seed, of the job's runs in ``job``."""
     runs = {}
-    for path in sorted(results.glob("default-recipe/seed*/summary.json")):
+    for path in sorted(results.glob(f"{job}/seed*/summary.json")):
         match = re.fullmatch(r"seed(\d+)", path.parent.name)
         summary = json.loads(path.read_text())
         if match and summary["epochs"] == EPOCHS:
@@ -83,11 +88,13 @@ def verdict(mean: float, interval: tuple[float, float] | None, bound: float) -> 
     return "met on the means only" if mean > bound else "not met"
 
 
-def targets(results: Path, gap: float = 3.0) -> str:
-    """``targets.md`` for ``results``; returns its text."""
+def targets(results: Path, gap: float = 3.0, job: str = DEFAULT_JOB) -> str:
+    """``targets.md`` (``targets-<job>.md`` for another ``job``) for ``results``; returns
+    its text."""
+    label = "the defaults" if job == DEFAULT_JOB else f"{job}/"
     rows = {
         "GRU 128, non-spiking": compare_runs(results, GRU),
-        "recurrent LIF 128, learned 2-D positions (the defaults)": job_runs(results),
+        f"recurrent LIF 128, learned 2-D positions ({label})": job_runs(results, job),
         "recurrent LIF 128, no delays": compare_runs(results, NO_DELAYS),
     }
     lines = [
@@ -127,7 +134,8 @@ def targets(results: Path, gap: float = 3.0) -> str:
             f"{_interval(interval, 2)} | {verdict(diff, interval, 0.0)} |"
         )
     text = "\n".join(lines) + "\n"
-    (results / "targets.md").write_text(text)
+    name = "targets.md" if job == DEFAULT_JOB else f"targets-{job}.md"
+    (results / name).write_text(text)
     return text
 
 
@@ -135,10 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="folder of the runs")
     parser.add_argument("--gap", type=float, default=3.0, help="points allowed below the GRU")
+    parser.add_argument(
+        "--job",
+        default=DEFAULT_JOB,
+        help=f"folder of the learned-positions runs, one seed<N>/ each (default: {DEFAULT_JOB})",
+    )
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"results: {args.results} is not a folder")
-    print(targets(args.results, args.gap), end="")
+    if not (args.results / args.job).is_dir():
+        parser.error(f"--job: {args.results / args.job} is not a folder")
+    print(targets(args.results, args.gap, args.job), end="")
 
 
 if __name__ == "__main__":

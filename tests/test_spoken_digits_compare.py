@@ -72,29 +72,48 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     common = ["--data-root", str(tiny_shd), "--out", str(out), "--epochs", "2", "--limit", "24"]
     cmp.main(["--model", "rec-d2", "--seeds", "0,1", *common])
     cmp.main(["--model", "gru", "--seeds", "0", "--no-augment", *common])
-    record = json.loads((out / "rec-d2-lr0.01-aug-2epochs-s1.json").read_text())
+    record = json.loads((out / "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1.json").read_text())
     assert record["row"] == "rec-d2" and record["seed"] == 1
-    assert record["training"] == "lr 0.01, augmented, 2 epochs"
+    assert record["training"] == "lr 0.01, augmented, 2 epochs, max delay 25, scale 3"
     assert len(record["test_acc_per_epoch"]) == 2
     assert record["best_test_acc"] == max(record["test_acc_per_epoch"])
     assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
     assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
     assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
     gru = json.loads((out / "gru-lr0.01-noaug-2epochs-s0.json").read_text())
-    assert gru["config"]["augment"] == "False"
+    assert (
+        gru["config"]["augment"] == "False"
+        and gru["training"] == "lr 0.01, not augmented, 2 epochs"
+    )
 
     summary = (out / "summary.md").read_text().splitlines()
     assert summary[0].startswith("| model | training | trainable params | s / epoch | seeds |")
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in summary[2:]}
     assert list(rows) == [cmp.ROWS["gru"], cmp.ROWS["rec-d2"]]  # the table's order
     d2 = rows[cmp.ROWS["rec-d2"]]
-    assert d2[1] == "lr 0.01, augmented, 2 epochs" and d2[4] == "2 (0, 1)"
+    assert d2[1] == "lr 0.01, augmented, 2 epochs, max delay 25, scale 3" and d2[4] == "2 (0, 1)"
     accs = [
-        100 * json.loads((out / f"rec-d2-lr0.01-aug-2epochs-s{s}.json").read_text())["test_acc"]
+        100
+        * json.loads((out / f"rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s{s}.json").read_text())[
+            "test_acc"
+        ]
         for s in (0, 1)
     ]
     assert d2[5].startswith(f"{sum(accs) / 2:.1f} ± ")
     assert rows[cmp.ROWS["gru"]][6] == "-"  # no interval from one seed
+
+
+def test_rows_with_delays_name_their_delays_and_default_to_the_jobs(cmp):
+    job = TrainConfig.from_options(cli.make_parser().parse_args(["train", "--data-root", "x"]))
+    args = cmp.make_parser().parse_args(["--out", "x"])
+    assert (args.max_delay, args.delay_scale) == (job.max_delay, job.delay_scale)
+    args = cmp.make_parser().parse_args(["--out", "x", "--max-delay", "50", "--delay-scale", "6"])
+    assert (args.max_delay, args.delay_scale) == (50, 6.0)
+    words = cmp.training(0.01, True, 20, (25, 3.0))
+    assert words == "lr 0.01, augmented, 20 epochs, max delay 25, scale 3"
+    record = {"row": "rec-free", "training": words, "seed": 2}
+    assert cmp.record_name(record) == "rec-free-lr0.01-aug-20epochs-maxdelay25-scale3-s2.json"
+    assert cmp.training(0.003, False, 60) == "lr 0.003, not augmented, 60 epochs"
 
 
 def test_the_learned_2d_row_is_the_main_job_with_its_data_root_defaults(
@@ -110,7 +129,9 @@ def test_the_learned_2d_row_is_the_main_job_with_its_data_root_defaults(
     build = cmp.build_model
     monkeypatch.setattr(cmp, "build_model", lambda *args: built.append(build(*args)) or built[-1])
     cmp.main(["--model", "rec-d2", "--seeds", "1", "--out", str(tmp_path / "out"), *common])
-    record = json.loads((tmp_path / "out" / "rec-d2-lr0.01-aug-2epochs-s1.json").read_text())
+    record = json.loads(
+        (tmp_path / "out" / "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1.json").read_text()
+    )
     saved = load_checkpoint(logdir / "checkpoint.pt")
     assert record["test_acc_per_epoch"] == saved["history"]["test_acc"]
     state = built[0].state_dict()

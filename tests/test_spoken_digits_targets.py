@@ -35,10 +35,10 @@ def _compare(folder, row, training, seed, acc):
     (folder / f"{row}-{slug}-s{seed}.json").write_text(json.dumps(record))
 
 
-def _job(folder, name, epochs, acc):
-    (folder / "default-recipe" / name).mkdir(parents=True)
+def _job(folder, name, epochs, acc, job="default-recipe"):
+    (folder / job / name).mkdir(parents=True)
     summary = {"epochs": epochs, "test_accuracy": acc}
-    (folder / "default-recipe" / name / "summary.json").write_text(json.dumps(summary))
+    (folder / job / name / "summary.json").write_text(json.dumps(summary))
 
 
 def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
@@ -70,9 +70,26 @@ def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
     assert f"| positions - no delays = 6.0 | {above[0]:.2f} to {above[1]:.2f} | met |" in text
     assert tg.targets(tmp_path, gap=8.0).splitlines()[-2].endswith("| met |")  # 4.3 < 8
 
+    # the runs of other options, judged against the same GRU and no-delay runs
+    for seed, acc in enumerate([0.80, 0.81]):
+        _job(tmp_path, f"seed{seed}", 60, acc, job="max-delay25-scale3")
+    other = tg.targets(tmp_path, job="max-delay25-scale3")
+    assert (tmp_path / "targets-max-delay25-scale3.md").read_text() == other
+    assert "| recurrent LIF 128, learned 2-D positions (max-delay25-scale3/) | 2 (0, 1) |" in other
+    assert "| GRU - positions = 9.5 |" in other and "not met |" in other
+    assert tg.targets(tmp_path, gap=8.0) == (tmp_path / "targets.md").read_text()
+
 
 def test_a_missing_folder_is_one_line(tg, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         tg.main([str(tmp_path / "nowhere")])
     assert stop.value.code == 2
     assert "results: " in capsys.readouterr().err.splitlines()[-1]
+    with pytest.raises(SystemExit) as stop:
+        tg.main([str(tmp_path), "--job", "nothing"])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f"--job: {tmp_path / 'nothing'} is not a folder")
+    )
