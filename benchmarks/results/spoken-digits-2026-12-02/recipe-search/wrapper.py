@@ -6,15 +6,20 @@ Every ``TrainConfig`` field can be set as ``key=value`` (e.g. ``epochs=30 augmen
 lr=0.01 dt=0.005``); beyond the job's options: ``tau_mem``, ``tau_syn``, ``tau_out``
 (seconds), ``readout=mean|max`` (over time), ``in_drop=p`` (input dropout),
 ``in_scale=c`` (input counts times c), ``wd=x`` (AdamW weight decay on the weights),
-``threads=n``. The run's files go to ``runs/NAME``.
+``max_shift=k`` (the augmentation's largest channel shift), ``thin=q`` (in training,
+each sample keeps each input spike with a probability drawn from ``[q, 1]``),
+``smooth=e`` (label smoothing of the cross-entropy), ``threads=n``. The run's files go
+to ``runs/NAME``.
 """
 
+import functools
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
+import sj_spatial.train_job.recipe as RECIPE
 import sj_spatial.train_job.run as RUN
 from sj_spatial.models import recurrent_shd_model
 from sj_spatial.positions import param_groups
@@ -27,6 +32,9 @@ readout = over.pop("readout", "mean")
 in_drop = float(over.pop("in_drop", 0))
 in_scale = float(over.pop("in_scale", 1))
 wd = float(over.pop("wd", 0))
+max_shift = over.pop("max_shift", None)
+thin = float(over.pop("thin", 1))
+smooth = float(over.pop("smooth", 0))
 threads = int(over.pop("threads", 0))
 if threads:
     torch.set_num_threads(threads)
@@ -68,6 +76,20 @@ class InDrop(nn.Module):
         )
 
 
+class Thin(nn.Module):
+    """Binomial thinning of the input counts, one keep probability per sample."""
+
+    def __init__(self, low):
+        super().__init__()
+        self.low = low
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        keep = torch.empty(1, x.shape[1], 1).uniform_(self.low, 1.0).expand_as(x)
+        return torch.binomial(x.contiguous(), keep.contiguous())
+
+
 def build_model(config):
     m = recurrent_shd_model(
         dt=config.dt,
@@ -80,6 +102,8 @@ def build_model(config):
     )
     if in_drop:
         m = nn.Sequential(InDrop(in_drop), *m)
+    if thin < 1:
+        m = nn.Sequential(Thin(thin), *m)
     if in_scale != 1:
         m = nn.Sequential(InScale(in_scale), *m)
     if readout == "max":
@@ -88,6 +112,19 @@ def build_model(config):
 
 
 RUN.build_model = build_model
+if max_shift is not None:
+    RECIPE.AugmentedSHD = functools.partial(RECIPE.AugmentedSHD, max_shift=int(max_shift))
+if smooth:
+
+    class _F:
+        def __getattr__(self, k):
+            return getattr(nn.functional, k)
+
+        @staticmethod
+        def cross_entropy(x, y):
+            return nn.functional.cross_entropy(x, y, label_smoothing=smooth)
+
+    RECIPE.F = _F()
 if wd:
 
     def build_optimizers(model, config):
@@ -97,5 +134,5 @@ if wd:
         return [torch.optim.AdamW(groups, weight_decay=wd)]
 
     RUN.build_optimizers = build_optimizers
-print(name, cfg, model_kw, readout, in_drop, in_scale, wd, threads, flush=True)
+print(name, cfg, model_kw, readout, in_drop, in_scale, wd, max_shift, thin, smooth, flush=True)
 RUN.train(cfg)
