@@ -6,7 +6,8 @@ Reads the 60-epoch runs of one results folder and writes ``targets.md`` there:
   one folder per seed, ``default-recipe/seed<N>/summary.json`` (the comparison's
   ``rec-d2`` row is the same training, bit for bit:
   ``tests/test_spoken_digits_compare.py``); ``--job NAME`` reads ``NAME/seed<N>/``
-  instead (runs of the job with other options) and writes ``targets-NAME.md``;
+  instead (runs of the job with other options) and writes ``targets-NAME.md`` (a ``/`` in
+  NAME as ``-``);
 - the GRU and the same recurrent model without delays: ``spoken_digits_compare.py``'s
   JSON records, ``--model gru --lr 0.003`` and ``--model rec-none --lr 0.01``, each with
   ``--epochs 60``.
@@ -134,7 +135,7 @@ def targets(results: Path, gap: float = 3.0, job: str = DEFAULT_JOB) -> str:
             f"{_interval(interval, 2)} | {verdict(diff, interval, 0.0)} |"
         )
     text = "\n".join(lines) + "\n"
-    name = "targets.md" if job == DEFAULT_JOB else f"targets-{job}.md"
+    name = "targets.md" if job == DEFAULT_JOB else f"targets-{job.strip('/').replace('/', '-')}.md"
     (results / name).write_text(text)
     return text
 

@@ -78,6 +78,9 @@ def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
     assert "| recurrent LIF 128, learned 2-D positions (max-delay25-scale3/) | 2 (0, 1) |" in other
     assert "| GRU - positions = 9.5 |" in other and "not met |" in other
     assert tg.targets(tmp_path, gap=8.0) == (tmp_path / "targets.md").read_text()
+    _job(tmp_path, "seed0", 60, 0.85, job="more/runs")
+    assert "(more/runs/) | 1 (0) | 85.0 |" in tg.targets(tmp_path, job="more/runs")
+    assert (tmp_path / "targets-more-runs.md").is_file()
 
 
 def test_a_missing_folder_is_one_line(tg, tmp_path, capsys):
