@@ -8,8 +8,9 @@ lr=0.01 dt=0.005``); beyond the job's options: ``tau_mem``, ``tau_syn``, ``tau_o
 ``in_scale=c`` (input counts times c), ``wd=x`` (AdamW weight decay on the weights),
 ``max_shift=k`` (the augmentation's largest channel shift), ``thin=q`` (in training,
 each sample keeps each input spike with a probability drawn from ``[q, 1]``),
-``smooth=e`` (label smoothing of the cross-entropy), ``threads=n``. The run's files go
-to ``runs/NAME``.
+``smooth=e`` (label smoothing of the cross-entropy), ``hid_drop=p`` (dropout of the
+hidden spikes before the readout, one mask per sample for all time steps),
+``threads=n``. The run's files go to ``runs/NAME``.
 """
 
 import functools
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from spikingjelly.activation_based import layer
 from torch import nn
 
 import sj_spatial.train_job.recipe as RECIPE
@@ -35,6 +37,7 @@ wd = float(over.pop("wd", 0))
 max_shift = over.pop("max_shift", None)
 thin = float(over.pop("thin", 1))
 smooth = float(over.pop("smooth", 0))
+hid_drop = float(over.pop("hid_drop", 0))
 threads = int(over.pop("threads", 0))
 if threads:
     torch.set_num_threads(threads)
@@ -100,6 +103,8 @@ def build_model(config):
         backend=config.backend,
         **model_kw,
     )
+    if hid_drop:
+        m = nn.Sequential(*m[:2], layer.Dropout(hid_drop, step_mode="m"), *m[2:])
     if in_drop:
         m = nn.Sequential(InDrop(in_drop), *m)
     if thin < 1:
@@ -134,5 +139,18 @@ if wd:
         return [torch.optim.AdamW(groups, weight_decay=wd)]
 
     RUN.build_optimizers = build_optimizers
-print(name, cfg, model_kw, readout, in_drop, in_scale, wd, max_shift, thin, smooth, flush=True)
+print(
+    name,
+    cfg,
+    model_kw,
+    readout,
+    in_drop,
+    in_scale,
+    wd,
+    max_shift,
+    thin,
+    smooth,
+    hid_drop,
+    flush=True,
+)
 RUN.train(cfg)
