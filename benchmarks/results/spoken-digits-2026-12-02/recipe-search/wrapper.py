@@ -10,6 +10,8 @@ lr=0.01 dt=0.005``); beyond the job's options: ``tau_mem``, ``tau_syn``, ``tau_o
 each sample keeps each input spike with a probability drawn from ``[q, 1]``),
 ``smooth=e`` (label smoothing of the cross-entropy), ``hid_drop=p`` (dropout of the
 hidden spikes before the readout, one mask per sample for all time steps),
+``fmask=F`` and ``tmask=K`` (in training, each sample loses a band of up to F adjacent
+input channels and a span of up to K time steps, as SpecAugment masks a spectrogram),
 ``threads=n``. The run's files go to ``runs/NAME``.
 """
 
@@ -38,6 +40,8 @@ max_shift = over.pop("max_shift", None)
 thin = float(over.pop("thin", 1))
 smooth = float(over.pop("smooth", 0))
 hid_drop = float(over.pop("hid_drop", 0))
+fmask = int(over.pop("fmask", 0))
+tmask = int(over.pop("tmask", 0))
 threads = int(over.pop("threads", 0))
 if threads:
     torch.set_num_threads(threads)
@@ -93,6 +97,33 @@ class Thin(nn.Module):
         return torch.binomial(x.contiguous(), keep.contiguous())
 
 
+class Mask(nn.Module):
+    """In training, zero a band of up to ``f`` adjacent channels and a span of up to ``k``
+    time steps of each sample (width and start drawn per sample)."""
+
+    def __init__(self, f, k):
+        super().__init__()
+        self.f, self.k = f, k
+
+    @staticmethod
+    def _band(length, width, n):
+        w = torch.randint(0, width + 1, (n, 1))
+        start = (torch.rand(n, 1) * (length - w + 1)).floor()
+        idx = torch.arange(length).unsqueeze(0)
+        return (idx >= start) & (idx < start + w)  # [n, length]
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        t, n, c = x.shape
+        keep = torch.ones(t, n, c, dtype=torch.bool)
+        if self.f:
+            keep &= ~self._band(c, self.f, n).unsqueeze(0)
+        if self.k:
+            keep &= ~self._band(t, self.k, n).t().unsqueeze(2)
+        return x * keep
+
+
 def build_model(config):
     m = recurrent_shd_model(
         dt=config.dt,
@@ -105,6 +136,8 @@ def build_model(config):
     )
     if hid_drop:
         m = nn.Sequential(*m[:2], layer.Dropout(hid_drop, step_mode="m"), *m[2:])
+    if fmask or tmask:
+        m = nn.Sequential(Mask(fmask, tmask), *m)
     if in_drop:
         m = nn.Sequential(InDrop(in_drop), *m)
     if thin < 1:
@@ -151,6 +184,8 @@ print(
     thin,
     smooth,
     hid_drop,
+    fmask,
+    tmask,
     flush=True,
 )
 RUN.train(cfg)
