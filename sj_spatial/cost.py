@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._checks import check_bool, check_choice, check_float, check_fraction
+from ._masks import hold_mask
 from ._introspect import check_spatial_layer, is_recurrent, layer_positions, named_spatial_layers
 from .delays import distances
 from .wiring import communicability as communicability
@@ -105,6 +106,7 @@ def _prune(layer: nn.Module, fraction, score: torch.Tensor, largest: bool) -> nn
     layer.weight_mask = mask
     with torch.no_grad():
         weight.mul_(mask)
+    hold_mask(layer)
     return layer
 
 

@@ -13,6 +13,7 @@ from spikingjelly.activation_based import base, layer
 from torch import nn
 
 from . import backends
+from ._masks import hold_mask
 from ._checks import DELAY_MODES, STEP_MODES, check_choice, check_float, check_input, check_int
 from .backends.contract import lag_window
 from .cells import detach_memories, lif_cell, set_cell_state
@@ -105,6 +106,7 @@ class _SpatialModule(base.MemoryModule):
         # ... and before the CPU kernel became a per-layer choice, they had none.
         state.setdefault("_cpu_kernel", backends.default_cpu_kernel())
         super().__setstate__(state)
+        hold_mask(self)  # a copy of a pruned layer keeps its pruned weights at zero too
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
@@ -155,9 +157,14 @@ class _SpatialModule(base.MemoryModule):
 
         ``weight_mask`` (bool, shape of ``weight``) is a buffer that pruning creates
         (:func:`sj_spatial.prune_by_distance`, :func:`sj_spatial.prune_by_magnitude`).
+        Its False entries of ``weight`` itself are zero too, and stay zero after every
+        ``torch.optim`` step (momentum and Adam's moments would move them otherwise).
         """
         mask = self.weight_mask
-        return self.weight if mask is None else self.weight * mask
+        if mask is None:
+            return self.weight
+        hold_mask(self)  # a mask assigned by hand is held from here on
+        return self.weight * mask
 
     def detach(self) -> None:
         """Cut the autograd graph through the delay memory (``functional.detach_net`` calls
@@ -165,11 +172,23 @@ class _SpatialModule(base.MemoryModule):
         """
         detach_memories(self)
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # What is saved is the network that runs: pruned synapses are zero in the saved
+        # weight even if the raw weight was written to by hand (keep_vars asks for the
+        # parameter itself, which the optimiser hook keeps zero there).
+        if self.weight_mask is not None and not keep_vars:
+            destination[prefix + "weight"] = (self.weight * self.weight_mask).detach()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A pruned layer's state_dict holds a mask that a fresh layer does not have yet.
         if self.weight_mask is None and prefix + "weight_mask" in state_dict:
             self.weight_mask = torch.ones_like(self.weight, dtype=torch.bool)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.weight_mask is not None:
+            with torch.no_grad():
+                self.weight.mul_(self.weight_mask)
+            hold_mask(self)
 
     def _options_repr(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ from sj_spatial import (
     prune_by_magnitude,
 )
 from sj_spatial.backends import cupy_missing
-from sj_spatial.cost import communicability, named_spatial_layers
+from sj_spatial.cost import communicability, layer_distances, named_spatial_layers
 
 from reference import spec_linear
 
@@ -263,6 +264,88 @@ def test_pruned_synapses_stay_zero_under_training_and_state_dict_round_trip(kind
     fresh.load_state_dict(state)  # strict: the mask key is expected after loading
     assert torch.equal(fresh[0].weight_mask, layer.weight_mask)
     assert torch.equal(run(fresh, x, step_mode), out)
+
+
+OPTIMIZERS = {
+    "Adam": lambda params: torch.optim.Adam(params, lr=0.05),
+    "AdamW+decay": lambda params: torch.optim.AdamW(params, lr=0.05, weight_decay=0.1),
+    "SGD+momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("kind", ["linear", "recurrent"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_pruned_entries_of_the_weight_itself_stay_exactly_zero_under_every_optimizer(
+    kind, optimizer
+):
+    model = make_pruned(kind, "m")
+    layer = model[0]
+    x = torch.rand(12, 3, 6)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+
+    def train(steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            (run(model, x, "m").sum() + layer.weight.square().sum()).backward()
+            opt.step()
+
+    train(3)  # momentum / moments on every weight before pruning
+    prune_by_magnitude(layer, 0.5)
+    dead = ~layer.weight_mask
+    assert torch.all(layer.weight[dead] == 0)
+    train(4)
+    assert torch.all(layer.weight[dead] == 0)  # not only the effective weight
+    assert torch.all(layer.weight[~dead] != 0)
+    assert torch.all(model.state_dict()["0.weight"][dead] == 0)
+    assert torch.equal(layer.weight, layer.effective_weight())
+
+    # The network the wiring cost and the topology metrics see is the one in `weight`.
+    cost = WiringCost(layer)
+    d = layer_distances(layer).detach().double()
+    assert torch.allclose(cost().double(), (layer.weight.detach().double().abs() * d).sum())
+
+    # A copy and a model loaded from the state_dict hold the mask through training too.
+    functional.reset_net(model)  # memories are graph outputs, which deepcopy refuses
+    for other in (copy.deepcopy(model), make_pruned(kind, "m")):
+        other.load_state_dict(model.state_dict())
+        opt = OPTIMIZERS[optimizer](other.parameters())
+        for _ in range(3):
+            opt.zero_grad()
+            (run(other, x, "m").sum() + other[0].weight.square().sum()).backward()
+            opt.step()
+        assert torch.equal(other[0].weight_mask, layer.weight_mask)
+        assert torch.all(other[0].weight[dead] == 0)
+
+
+def test_saved_weight_is_zero_where_pruned_even_after_writing_to_the_raw_weight():
+    model = make_pruned("linear", "m")
+    layer = model[0]
+    prune_by_distance(layer, 0.4)
+    dead = ~layer.weight_mask
+    with torch.no_grad():
+        layer.weight[dead] = 7.0  # by hand, past the optimiser hook
+    state = model.state_dict()
+    assert torch.all(state["0.weight"][dead] == 0)
+    assert torch.equal(state["0.weight"][~dead], layer.weight[~dead].detach())
+    fresh = make_pruned("linear", "m")
+    fresh.load_state_dict(state)
+    assert torch.all(fresh[0].weight[dead] == 0)
+
+
+def test_a_mask_assigned_by_hand_is_held_after_the_next_forward():
+    model = make_pruned("linear", "m")
+    layer = model[0]
+    mask = torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    with torch.no_grad():
+        layer.weight.mul_(mask)
+    layer.weight_mask = mask
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = torch.rand(12, 3, 6)
+    for _ in range(3):
+        opt.zero_grad()
+        (run(model, x, "m").sum() + layer.weight.square().sum()).backward()
+        opt.step()
+    assert torch.all(layer.weight[~mask] == 0)
 
 
 BACKENDS = [
