@@ -68,14 +68,18 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
-def check_input(name: str, x, features: int, min_ndim: int, step_mode: str) -> None:
-    """Check a layer input: a floating tensor of rank >= min_ndim whose last dim is features."""
+def check_input(
+    name: str, x, features: int, min_ndim: int, step_mode: str, time_dim: int = 0
+) -> None:
+    """Check a layer input: a floating tensor of rank >= min_ndim whose last dim is features
+    (``time_dim``: where time is in multi-step inputs, for the message)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < min_ndim:
-        layout = "[*batch, features]" if step_mode == "s" else "[T, *batch, features]"
+        axes = ["batch"] * time_dim + ["T"] if step_mode == "m" else []
+        layout = "[" + ", ".join([*axes, "*batch", "features"]) + "]"
         raise ValueError(
             f"{name} must have at least {min_ndim} dims ({layout}) in step_mode={step_mode!r}, "
             f"got shape {tuple(x.shape)}"

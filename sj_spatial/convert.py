@@ -12,18 +12,44 @@ from functools import partial
 from typing import Literal, overload
 
 import torch
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import base, functional, layer
 from torch import nn
 
+from ._checks import STEP_MODES, check_choice, check_int
 from .layers import DEFAULT_MAX_DELAY, SpatialDelayLinear, SpatialRecurrentContainer
 from .positions import NeuronPositions
 
 log = logging.getLogger("sj_spatial")
 
-_TIME_FLATTENING = tuple(
-    getattr(layer, name)
-    for name in ("SeqToANNContainer", "TLastSeqToANNContainer")
-    if hasattr(layer, name)
+
+def _containers(*names: str) -> tuple[type, ...]:
+    """The spikingjelly container classes of these names that the installed release has."""
+    return tuple(getattr(layer, name) for name in names if hasattr(layer, name))
+
+
+#: Containers that fold time into the batch: a layer inside sees no sequence.
+_TIME_FLATTENING = _containers("SeqToANNContainer", "TLastSeqToANNContainer")
+#: Containers that call what they hold once per time step: a layer inside is single-step.
+_PER_STEP = _containers("MultiStepContainer", "TLastMultiStepContainer")
+#: Containers whose input and output are time-major sequences ``[T, batch, ...]``.
+_TIME_MAJOR = _containers("MultiStepContainer", "SeqToANNContainer")
+#: Modules that map each position of a tensor alone (or only its last axis), so that their
+#: output has their input's layout: the search for a neighbour's step mode looks past them.
+_LAYOUT_KEEPING = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Linear,
+    nn.LayerNorm,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ReLU6,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softplus,
 )
 _TARGETS = (nn.Linear, layer.LinearRecurrentContainer)
 #: ``nn.Module``'s own bookkeeping attributes (parameters, buffers, sub-modules, hooks),
@@ -85,7 +111,8 @@ def spatialize(
     *,
     skip: _Skip = ...,
     skip_last: bool = ...,
-    step_mode: str = ...,
+    step_mode: str | None = ...,
+    time_dim: int = ...,
     delay_mode: str = ...,
     backend: str = ...,
     position_scale: float = ...,
@@ -104,7 +131,8 @@ def spatialize(
     *,
     skip: _Skip = ...,
     skip_last: bool = ...,
-    step_mode: str = ...,
+    step_mode: str | None = ...,
+    time_dim: int = ...,
     delay_mode: str = ...,
     backend: str = ...,
     position_scale: float = ...,
@@ -122,7 +150,8 @@ def spatialize(
     *,
     skip: _Skip = (),
     skip_last: bool = False,
-    step_mode: str = "m",
+    step_mode: str | None = None,
+    time_dim: int = 0,
     delay_mode: str = "interpolate",
     backend: str = "torch",
     position_scale: float = 1.0,
@@ -133,8 +162,20 @@ def spatialize(
     :class:`SpatialRecurrentContainer`, keeping their weights.
 
     - ``nn.Linear`` / ``layer.Linear`` become ``SpatialDelayLinear`` with the same weight
-      and bias (``layer.Linear`` keeps its step mode; ``nn.Linear``, which has none, gets
-      ``step_mode``).
+      and bias. A delay memory makes the step mode matter (it says which axis is time), so
+      it is never guessed: ``layer.Linear`` keeps its own; a plain ``nn.Linear``, which has
+      none, takes ``step_mode`` when it is given, else the step mode of the data around it
+      (see below). A layer with no such evidence, or whose step mode contradicts it, is a
+      ``ValueError`` that names the layer and what to pass; nothing is converted then.
+    - The data around a layer: inside a ``MultiStepContainer`` (which calls it once per
+      step) it is single-step; otherwise, in an ``nn.Sequential``, the nearest modules
+      before and after it that have a step mode (spikingjelly neurons and layers, a
+      ``SeqToANNContainer``: time-major), looking past modules that keep the layout
+      (activations, dropout, ``nn.Linear``, ``nn.LayerNorm``) and into nested
+      ``nn.Sequential``. A layer that a custom ``forward`` calls has no neighbours.
+    - ``time_dim``: the axis of time in the multi-step inputs of the converted linear
+      layers (0: time-major, spikingjelly's convention; 1 for batch-first ``[batch, T,
+      features]``, as the ``fc`` of spikingjelly's ``speech_commands`` example).
     - ``layer.LinearRecurrentContainer(sub_module, n, n)`` becomes
       ``Sequential(layer.Linear(n, n), SpatialRecurrentContainer(sub_module, n))``: the
       linear part mixes the input as the container's ``[W_x | W_y]`` did, the recurrent
@@ -163,6 +204,9 @@ def spatialize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if step_mode is not None:
+        check_choice("step_mode", step_mode, STEP_MODES)
+    check_int("time_dim", time_dim, minimum=0)
     if not inplace:
         model = copy.deepcopy(model)
     skip_fn = skip if callable(skip) else _name_set(skip)
@@ -176,21 +220,27 @@ def spatialize(
         delay_mode=delay_mode,
         backend=backend,
     )
+    # Every layer's step mode is settled before any is replaced, so that a refusal leaves
+    # the model as it was.
+    plan: list[tuple[str, nn.Module, str | None, str | None]] = []  # name, module, skip, mode
+    for name, module in targets:
+        reason = "skip" if skip_fn(name, module) else "skip_last" if name == last else None
+        mode = None if reason else _step_mode_of(model, aliases[id(module)], module, step_mode)
+        plan.append((name, module, reason, mode))
     converted: list[tuple[str, str, str]] = []
     skipped: list[tuple[str, str]] = []
     replaced: dict[int, tuple[object, object | None]] = {}
     population: NeuronPositions | None = None  # positions of the last converted outputs
-    for name, module in targets:
-        reason = "skip" if skip_fn(name, module) else "skip_last" if name == last else None
+    for name, module, reason, mode in plan:
         if reason is not None:
             skipped.append((name, reason))
             population = None
             continue
         names = aliases[id(module)]
-        for alias in names:
-            _check_time_axis(model, alias)
         reuse = population if share_positions else None
-        new, population = _convert_layer(name, module, reuse, step_mode, position_scale, options)
+        new, population = _convert_layer(
+            name, module, reuse, mode, time_dim, position_scale, options
+        )
         for alias in names:
             model = _set_module(model, alias, new)
         for old, stand_in in _counterparts(module, new):
@@ -240,6 +290,7 @@ def _convert_layer(
     module: nn.Module,
     reuse: NeuronPositions | None,
     step_mode: str,
+    time_dim: int,
     position_scale: float,
     options: dict,
 ) -> tuple[nn.Module, NeuronPositions]:
@@ -249,21 +300,24 @@ def _convert_layer(
     dim = options["dim"]
     shared = partial(_positions_for, reuse, dim=dim, scale=position_scale, like=weight)
     if isinstance(module, nn.Linear):
-        new = _convert_linear(module, shared, step_mode, position_scale, options)
+        new = _convert_linear(module, shared, step_mode, time_dim, position_scale, options)
         return new, new.post_positions
     new = _convert_recurrent(name, module, shared, options)
     return new, new[1].positions
 
 
-def _convert_linear(module, shared, step_mode, position_scale, options) -> SpatialDelayLinear:
-    """A ``SpatialDelayLinear`` with ``module``'s weight, bias and step mode."""
+def _convert_linear(
+    module, shared, step_mode, time_dim, position_scale, options
+) -> SpatialDelayLinear:
+    """A ``SpatialDelayLinear`` with ``module``'s weight and bias, in ``step_mode``."""
     new = SpatialDelayLinear(
         module.in_features,
         module.out_features,
         module.bias is not None,
-        getattr(module, "step_mode", step_mode),
+        step_mode,
         pre_positions=shared(module.in_features),
         post_positions=NeuronPositions(module.out_features, options["dim"], scale=position_scale),
+        time_dim=time_dim,
         **options,
     ).to(module.weight)
     with torch.no_grad():
@@ -462,17 +516,122 @@ def _inside_recurrent(model: nn.Module, name: str) -> bool:
     return False
 
 
-def _check_time_axis(model: nn.Module, name: str) -> None:
-    """Refuse a layer inside a container that folds time into the batch."""
+def _step_mode_of(model: nn.Module, names: list[str], module: nn.Module, given: str | None) -> str:
+    """The step mode of the spatial layer that replaces ``module`` (registered under
+    ``names``): its own (a spikingjelly layer) or ``given`` (a plain ``nn.Linear``), else
+    that of the data around it; ValueError when there is none or they disagree."""
+    own = module.step_mode if isinstance(module, base.StepModule) else None
+    mode, source = (own, "its own step_mode") if own else (given, "the argument step_mode")
+    for name in names:
+        around, evidence = _data_around(model, name)
+        if mode is None:
+            mode, source = around, evidence
+        elif around is not None and around != mode:
+            raise ValueError(
+                f"{_shown(name)} ({type(module).__name__}) would be converted with "
+                f"step_mode={mode!r} ({source}), but {evidence} gives it "
+                f"step_mode={around!r}; a spatial layer keeps a delay memory across calls, "
+                "so both must agree: call functional.set_step_mode(model, ...) before "
+                f"spatialize, or pass skip=[{name!r}]"
+            )
+    if mode is None:
+        name = names[0]
+        skip = f", or skip=[{name!r}]" if name else ""
+        raise ValueError(
+            f"{_shown(name)} is a plain nn.Linear, which has no step mode, and nothing around "
+            "it says how it is called; pass step_mode='s' (it is called once per time step "
+            "with [batch, features]) or step_mode='m' (it is called with whole sequences "
+            f"[T, batch, features]; add time_dim=1 for batch-first [batch, T, features]){skip}"
+        )
+    return mode
+
+
+def _data_around(model: nn.Module, name: str) -> tuple[str | None, str]:
+    """``(step mode, the evidence in words)`` of the data a layer registered as ``name``
+    sees, from the containers above it and its neighbours in an ``nn.Sequential``;
+    ``(None, "")`` without evidence. Refuses a layer inside a container that folds time
+    into the batch."""
     parts = name.split(".")
-    for i in range(1, len(parts)):
-        parent = model.get_submodule(".".join(parts[:i]))
-        if _TIME_FLATTENING and isinstance(parent, _TIME_FLATTENING):
+    parents = [model.get_submodule(".".join(parts[:i])) for i in range(len(parts))]
+    for i, parent in enumerate(parents[1:], 1):
+        where = ".".join(parts[:i])
+        if _folds_time(parent):
             raise ValueError(
                 f"{name} sits inside a {type(parent).__name__}, which folds time into the "
                 "batch, so it cannot be given delays; use layer.Linear(step_mode='m') there "
                 "or pass skip=[...]"
             )
+        if _per_step(parent):
+            return "s", f"{where} ({type(parent).__name__}), which calls it once per step,"
+    if not name or not isinstance(parents[-1], nn.Sequential):
+        return None, ""
+    prefix = ".".join(parts[:-1] + [""])
+    # Not named_children(), which names a module registered twice only once.
+    siblings = [
+        (prefix + key, child) for key, child in parents[-1]._modules.items() if child is not None
+    ]
+    index = [key for key, _ in siblings].index(name)
+    found = [
+        (mode, f"{key} ({type(module).__name__}) {side} it")
+        for mode, key, module, side in (
+            (*_first_with_mode(reversed(siblings[:index]), from_end=True), "before"),
+            (*_first_with_mode(siblings[index + 1 :], from_end=False), "after"),
+        )
+        if mode is not None
+    ]
+    if len(found) == 2 and found[0][0] != found[1][0]:
+        raise ValueError(
+            f"{name} sits between modules of different step modes: {found[0][1]} has "
+            f"step_mode={found[0][0]!r}, {found[1][1]} has step_mode={found[1][0]!r}; call "
+            "functional.set_step_mode(model, ...) before spatialize, or pass "
+            f"skip=[{name!r}]"
+        )
+    if not found:
+        return None, ""
+    return found[0][0], " and ".join(words for _, words in found)
+
+
+def _first_with_mode(siblings, from_end: bool) -> tuple[str | None, str, nn.Module | None]:
+    """``(step mode, name, module)`` of the first of ``(name, module)`` ``siblings`` that
+    does not keep the layout; the step mode is None when that module says nothing (a
+    convolution, a custom module) or there is none."""
+    for key, module in siblings:
+        mode = _mode_at_edge(module, from_end)
+        if mode != "keeps":
+            return mode, key, module
+    return None, "", None
+
+
+def _mode_at_edge(module: nn.Module, from_end: bool) -> str | None:
+    """The step mode of the data at one end of ``module``: ``'s'``/``'m'``, ``'keeps'``
+    for a module that keeps its input's layout, None when unknown."""
+    if isinstance(module, base.StepModule) and isinstance(getattr(module, "step_mode", None), str):
+        return module.step_mode
+    if isinstance(module, _TIME_MAJOR):
+        return "m"
+    if isinstance(module, _LAYOUT_KEEPING):
+        return "keeps"
+    if type(module) is nn.Sequential:
+        children = list(module.children())
+        for child in reversed(children) if from_end else children:
+            mode = _mode_at_edge(child, from_end)
+            if mode != "keeps":
+                return mode
+        return "keeps"
+    return None
+
+
+def _folds_time(container: nn.Module) -> bool:
+    if _TIME_FLATTENING and isinstance(container, _TIME_FLATTENING):
+        return True
+    # StepModeContainer(stateful=False) runs multi-step input through seq_to_ann_forward.
+    return type(container).__name__ == "StepModeContainer" and not container.stateful
+
+
+def _per_step(container: nn.Module) -> bool:
+    if _PER_STEP and isinstance(container, _PER_STEP):
+        return True
+    return type(container).__name__ == "StepModeContainer" and container.stateful
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:

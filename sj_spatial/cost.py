@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ._checks import check_bool, check_choice, check_float, check_fraction
-from ._masks import hold_mask
 from ._introspect import check_spatial_layer, is_recurrent, layer_positions, named_spatial_layers
+from ._masks import hold_mask
 from .delays import distances
 from .wiring import communicability as communicability
 from .wiring import wiring_cost

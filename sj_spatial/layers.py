@@ -13,8 +13,8 @@ from spikingjelly.activation_based import base, layer
 from torch import nn
 
 from . import backends
-from ._masks import hold_mask
 from ._checks import DELAY_MODES, STEP_MODES, check_choice, check_float, check_input, check_int
+from ._masks import hold_mask
 from .backends.contract import lag_window
 from .cells import detach_memories, lif_cell, set_cell_state
 from .delays import delays_from_positions
@@ -105,6 +105,8 @@ class _SpatialModule(base.MemoryModule):
                 state["_" + name] = state.pop(name)
         # ... and before the CPU kernel became a per-layer choice, they had none.
         state.setdefault("_cpu_kernel", backends.default_cpu_kernel())
+        if "in_features" in state:  # linear layers had no time_dim either
+            state.setdefault("_time_dim", 0)
         super().__setstate__(state)
         hold_mask(self)  # a copy of a pruned layer keeps its pruned weights at zero too
 
@@ -215,6 +217,18 @@ class _DelayedLinear(_SpatialModule):
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
         self._init_options(*options)
+        self.time_dim = 0
+
+    @property
+    def time_dim(self) -> int:
+        """The axis of time in multi-step inputs and outputs: 0 (``[T, *batch, features]``,
+        SpikingJelly's convention, the default) or another batch axis, such as 1 for
+        batch-first ``[batch, T, features]``. Single-step inputs have no time axis."""
+        return self._time_dim
+
+    @time_dim.setter
+    def time_dim(self, value: int) -> None:
+        self._time_dim = check_int("time_dim", value, minimum=0)
 
     def _init_weights(self, bias: bool) -> None:
         """A constructor's last part: weight, bias and the input memory."""
@@ -249,14 +263,16 @@ class _DelayedLinear(_SpatialModule):
         return self._forward(x[None], 1)[0]
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        check_input("x_seq", x_seq, self.in_features, 2, "m")
+        check_input("x_seq", x_seq, self.in_features, self.time_dim + 2, "m", self.time_dim)
+        x_seq = x_seq.movedim(self.time_dim, 0)
         _check_batch("x_seq", self.input_history, x_seq, 1)
-        return self._forward(x_seq, x_seq.shape[0])
+        return self._forward(x_seq, x_seq.shape[0]).movedim(0, self.time_dim)
 
     def extra_repr(self) -> str:
+        time_dim = f", time_dim={self.time_dim}" if self.time_dim else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, {self._options_repr()}"
+            f"bias={self.bias is not None}, {self._options_repr()}{time_dim}"
         )
 
 
@@ -264,8 +280,9 @@ class SpatialDelayLinear(_DelayedLinear):
     """Drop-in replacement for ``layer.Linear`` whose synapse j<-i has a delay
     ``min(delay_scale * ||post_j - pre_i||, max_delay)`` time steps.
 
-    Input ``[*batch, in]`` (``step_mode='s'``) or ``[T, *batch, in]`` (``'m'``); output
-    the same with ``out_features``. Positions live in ``pre_positions`` ([in, dim]) and
+    Input ``[*batch, in]`` (``step_mode='s'``) or ``[T, *batch, in]`` (``'m'``; time on
+    axis ``time_dim``, for example ``[batch, T, in]`` with ``time_dim=1``); output the
+    same with ``out_features``. Positions live in ``pre_positions`` ([in, dim]) and
     ``post_positions`` ([out, dim]), :class:`NeuronPositions` that layers may share.
     The last ``max_delay + 2`` inputs are kept as memory in both step modes (cleared by
     ``functional.reset_net``), so consecutive calls continue one sequence.
@@ -285,10 +302,12 @@ class SpatialDelayLinear(_DelayedLinear):
         post_positions: NeuronPositions | None = None,
         delay_mode: str = "interpolate",
         backend: str = "torch",
+        time_dim: int = 0,
     ):
         self._init_sizes(
             in_features, out_features, step_mode, dim, max_delay, delay_scale, delay_mode, backend
         )
+        self.time_dim = time_dim
         self.pre_positions = _population("pre_positions", pre_positions, in_features, dim)
         self.post_positions = _population("post_positions", post_positions, out_features, dim)
         self._init_weights(bias)

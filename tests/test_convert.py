@@ -272,13 +272,15 @@ def test_the_report_names_the_recurrent_replacement():
 def test_a_layer_registered_twice_is_replaced_by_one_layer_under_both_names():
     shared = nn.Linear(3, 3)
     model = nn.Sequential(shared, nn.ReLU(), shared)
-    _, report = spatialize(model, return_report=True)
+    _, report = spatialize(model, step_mode="m", return_report=True)
     assert isinstance(model[0], SpatialDelayLinear) and model[2] is model[0]
     assert report.converted == (("0", "Linear", "SpatialDelayLinear"),)
 
 
-def test_a_bare_linear_layer_is_returned_converted():
+def test_a_bare_linear_layer_is_returned_converted_in_the_step_mode_given():
     linear = nn.Linear(3, 2)
-    converted = spatialize(linear)
-    assert isinstance(converted, SpatialDelayLinear)
+    with pytest.raises(ValueError, match=r"\(model\) is a plain nn.Linear, which has no step mode"):
+        spatialize(linear)
+    converted = spatialize(linear, step_mode="s")
+    assert isinstance(converted, SpatialDelayLinear) and converted.step_mode == "s"
     assert torch.equal(converted.weight, linear.weight)
