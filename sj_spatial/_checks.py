@@ -91,6 +91,8 @@ def check_input(
 
 
 def _raise_unless_finite(tensor: torch.Tensor, name: str, owner: str) -> None:
+    if tensor.is_meta:  # no values to check: shapes only, as for any layer on 'meta'
+        return
     bad = ~torch.isfinite(tensor.detach())
     if bool(bad.any()):
         raise ValueError(

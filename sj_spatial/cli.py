@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from . import __version__
 from .train_job.checkpoints import load_checkpoint
 from .train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
 from .train_job.report import summary_table
-from .train_job.run import train
+from .train_job.run import TrainingInterrupted, train
 
 __all__ = ["load_checkpoint", "main", "make_parser", "summary_table", "train"]
 
@@ -244,24 +245,46 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit status of a job stopped by Ctrl-C (SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``sj-spatial`` with ``argv``. A user's mistake (an option, the data, the device,
     the logdir) ends as one line ``sj-spatial COMMAND: error: MESSAGE`` on stderr and a
-    SystemExit with a non-zero status (2 for options argparse rejects, else 1)."""
+    SystemExit with a non-zero status (2 for options argparse rejects, else 1); Ctrl-C as
+    one line that says how to continue, with status 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command == "train":
+        prog = f"{parser.prog} {args.command}"
         try:
             summary = train(TrainConfig.from_options(args))
         except SystemExit as exc:
             if not isinstance(exc.code, str):
                 raise
             message = _one_line(exc.code)
-            print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+            print(f"{prog}: error: {message}", file=sys.stderr)
             raise _Reported(message) from None
+        except KeyboardInterrupt as exc:
+            message = _interrupted(exc, parser.prog, argv)
+            print(f"{prog}: {message}", file=sys.stderr)
+            raise _Reported(message, INTERRUPTED) from None
         if summary is not None:
             print(summary_table(summary))
     return 0
+
+
+def _interrupted(exc: KeyboardInterrupt, prog: str, argv: list[str]) -> str:
+    """The line that reports Ctrl-C: where the job stopped and how to continue."""
+    if not isinstance(exc, TrainingInterrupted):
+        return "interrupted before training began; nothing was saved"
+    where = f"interrupted during epoch {exc.epoch} of {exc.epochs}"
+    if exc.checkpoint is None:
+        return f"{where}, before any epoch was saved; nothing to resume"
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return f"{where}; {exc.checkpoint} is intact: continue with {prog} {shlex.join(again)}"
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@
 import json
 import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,13 +194,17 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_p
 
     logdir = tmp_path / "resumed"
     monkeypatch.setattr(job, "run_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as exc:
         run([*options, "--logdir", str(logdir)], monkeypatch, tmp_path)
+    assert exc.value.code == 130
     monkeypatch.setattr(job, "run_epoch", run_epoch)
     assert torch.load(logdir / "checkpoint.pt", weights_only=True)["epoch"] == 0
     torch.manual_seed(123)  # the resumed run restores the random state it saved
     run([*options, "--logdir", str(logdir), "--resume"], monkeypatch, tmp_path)
     resumed = torch.load(logdir / "checkpoint.pt", weights_only=True)
+    # TensorBoard shows each epoch once, in order, across the two processes' event files.
+    events = EventAccumulator(str(logdir)).Reload()
+    assert [e.step for e in events.Scalars("test/acc")] == [1, 2, 3]
 
     assert resumed["history"] == straight["history"]
     for name, value in _params(straight).items():
@@ -521,3 +529,152 @@ def test_the_command_line_reports_a_mistake_in_one_line(tmp_path):
         f"sj-spatial train: error: --data-root {tmp_path / 'nowhere'}: no such folder\n"
     )
     assert done.stdout == "" and not logdir.exists()
+
+
+# ---------------------------------------------------------------- runs are never lost
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_the_same_command_run_twice_keeps_the_first_run(
+    checkpoint_dir, tiny_shd, tmp_path, monkeypatch, capsys
+):
+    capsys.readouterr()
+    before = _snapshot(checkpoint_dir)
+    args = ["--data-root", str(tiny_shd), "--epochs", "1", "--logdir", str(checkpoint_dir)]
+    err = fails(args, monkeypatch, tmp_path, capsys)
+    assert err == (
+        f"sj-spatial train: error: --logdir {checkpoint_dir} holds a run (checkpoint.pt and "
+        "summary.json), which a new run would overwrite; continue it with --resume (raise "
+        "--epochs to train longer), or pass another --logdir\n"
+    )
+    assert _snapshot(checkpoint_dir) == before  # not a byte changed, no events file added
+
+
+def test_a_logdir_with_other_files_but_no_run_is_used(tiny_shd, tmp_path, monkeypatch):
+    logdir = tmp_path / "notes"
+    logdir.mkdir()
+    (logdir / "README.txt").write_text("my notes")
+    run(
+        ["--data-root", str(tiny_shd), "--epochs", "1", "--logdir", str(logdir)],
+        monkeypatch,
+        tmp_path,
+    )
+    assert (logdir / "checkpoint.pt").exists()
+    assert (logdir / "README.txt").read_text() == "my notes"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--limit", "20"], "written with no --limit, this run has --limit 20"),
+        (["--seed", "3"], "written with --seed 0, this run has --seed 3"),
+        (["--no-augment"], "written with --augment, this run has --no-augment"),
+        (["--duration", "0.2"], "written with --duration 0.3, this run has --duration 0.2"),
+        (
+            ["--hidden", "16"],
+            "is of another model: it was written with --hidden 12, this run has --hidden 16",
+        ),
+    ],
+    ids=["limit", "seed", "augment", "duration", "hidden"],
+)
+def test_resume_refuses_options_that_change_the_data_or_the_model(
+    extra, message, checkpoint_dir, tiny_shd, tmp_path, monkeypatch, capsys
+):
+    capsys.readouterr()
+    before = _snapshot(checkpoint_dir)
+    args = ["--data-root", str(tiny_shd), "--epochs", "2", "--logdir", str(checkpoint_dir)]
+    err = fails([*args, "--resume", *extra], monkeypatch, tmp_path, capsys)
+    assert err.startswith(f"sj-spatial train: error: --resume: checkpoint {checkpoint_dir}")
+    assert message in err
+    assert _snapshot(checkpoint_dir) == before
+
+
+def test_resume_from_another_data_folder_is_refused_the_same_folder_is_not(
+    checkpoint_dir, tiny_shd, tmp_path, monkeypatch, capsys
+):
+    other = tmp_path / "other-shd"
+    make_synthetic_shd(other, num_train=48, num_test=24, seed=1)
+    args = ["--epochs", "2", "--logdir", str(checkpoint_dir), "--resume"]
+    capsys.readouterr()
+    err = fails([*args, "--data-root", str(other)], monkeypatch, tmp_path, capsys)
+    assert f"written with --data-root {tiny_shd}, this run has --data-root {other}" in err
+    # The same folder by another path (relative, through "..") is the same data.
+    monkeypatch.chdir(tiny_shd.parent)
+    same = Path("..") / tiny_shd.parent.name / tiny_shd.name
+    run([*args, "--data-root", str(same)], monkeypatch, tmp_path)
+    assert cli.load_checkpoint(checkpoint_dir / "checkpoint.pt")["epoch"] == 1
+
+
+def test_resume_with_other_training_options_writes_them_into_the_summary(
+    checkpoint_dir, tiny_shd, tmp_path, monkeypatch, capsys
+):
+    args = ["--data-root", str(tiny_shd), "--logdir", str(checkpoint_dir), "--resume"]
+    run([*args, "--epochs", "2", "--lr", "0.02", "--clip", "0"], monkeypatch, tmp_path)
+    run([*args, "--epochs", "3", "--lr", "0.03"], monkeypatch, tmp_path)
+    summary = json.loads((checkpoint_dir / "summary.json").read_text())
+    assert summary["epochs"] == 3
+    assert summary["resumed"] == [
+        {"after_epoch": 1, "changed": {"lr": ["0.01", "0.02"], "clip": ["1.0", "0.0"]}},
+        {"after_epoch": 2, "changed": {"lr": ["0.02", "0.03"], "clip": ["0.0", "1.0"]}},
+    ]
+    table = (checkpoint_dir / "summary.md").read_text()
+    assert "| resumed after epoch 1 | changed --lr 0.01 -> 0.02, --clip 1.0 -> 0.0 |" in table
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_checkpoint_resumes(tiny_shd, tmp_path):
+    """End to end, as a user does it: SIGINT to a running job after its first epoch."""
+    logdir = tmp_path / "run"
+    env = {**os.environ, "SJ_SPATIAL_CACHE": str(tmp_path / "cache")}
+    args = ["train", "--data-root", str(tiny_shd), "--hidden", "12", "--dt", "0.01"]
+    args += ["--duration", "0.3", "--batch-size", "16", "--max-delay", "4", "--quiet"]
+    args += ["--epochs", "200", "--logdir", str(logdir)]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "sj_spatial.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 240
+    while not (logdir / "checkpoint.pt").exists() and job.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    match = re.fullmatch(
+        r"sj-spatial train: interrupted during epoch (\d+) of 200; (\S+) is intact: continue "
+        r"with sj-spatial (.*)\n",
+        err,
+    )
+    assert match, err
+    assert match[2] == str(logdir / "checkpoint.pt")
+    assert match[3] == shlex.join([*args, "--resume"])
+    saved = cli.load_checkpoint(logdir / "checkpoint.pt")
+    assert saved["epoch"] + 2 == int(match[1])  # the last finished epoch is the one before
+
+
+def test_the_readme_command_into_a_logdir_with_a_run_changes_nothing(checkpoint_dir, tmp_path):
+    """`sj-spatial train` as the README gives it, where runs/train holds a finished run."""
+    home = tmp_path / "work"
+    shutil.copytree(checkpoint_dir, home / "runs" / "train")
+    before = _snapshot(home)
+    env = {**os.environ, "SJ_SPATIAL_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "sj_spatial.cli", "train"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=300,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(
+        "sj-spatial train: error: --logdir runs/train holds a run (checkpoint.pt and "
+        "summary.json), which a new run would overwrite; continue it with --resume"
+    )
+    assert _snapshot(home) == before

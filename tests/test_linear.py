@@ -216,3 +216,24 @@ def test_an_empty_chunk_leaves_the_sequence_memory_as_it_was():
     parts = [fc(x[:3]), fc(x[3:3]), fc(x[3:])]
     assert parts[1].shape == (0, 2, 4)
     assert torch.equal(torch.cat(parts), whole)
+
+
+def test_meta_tensors_give_shapes_like_layer_linear_in_both_step_modes():
+    """Models built on the 'meta' device (to trace or size them) run, without values."""
+    from spikingjelly.activation_based import neuron
+
+    from sj_spatial import SpatialRecurrentContainer
+
+    with torch.device("meta"):
+        sj = layer.Linear(5, 3, step_mode="m")
+        spatial = SpatialDelayLinear(5, 3, step_mode="m", max_delay=4)
+        single = SpatialDelayLinear(5, 3, step_mode="s", max_delay=4)
+        recurrent = SpatialRecurrentContainer(neuron.LIFNode(), 3, step_mode="m", max_delay=4)
+    x = torch.empty(7, 2, 5, device="meta")
+    y = spatial(x)
+    assert y.is_meta and y.shape == sj(x).shape == (7, 2, 3)
+    assert single(x[0]).shape == (2, 3)
+    out = recurrent(y)
+    assert out.is_meta and out.shape == (7, 2, 3)
+    out.sum().backward()
+    assert spatial.weight.grad.is_meta and spatial.pre_positions.positions.grad.shape == (5, 2)

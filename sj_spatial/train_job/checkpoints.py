@@ -20,6 +20,12 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("model", "optimizers", "epoch", "history", "rng", "args")
 #: Options that define the model; a resumed run must use the checkpoint's values.
 MODEL_OPTIONS = ("hidden", "dim", "max_delay", "delay_scale", "dt")
+#: Options that define the data a run sees (the files, their binning, the subset, the
+#: shuffles and the augmentation); a resumed run must use the checkpoint's values too.
+DATA_OPTIONS = ("data_root", "duration", "limit", "seed", "augment", "stretch")
+#: Options a resumed run changes without a note: ``--epochs`` (to train longer) and those
+#: that do not touch the training (``--resume`` itself, where and how it reports).
+FREE_OPTIONS = ("epochs", "resume", "logdir", "quiet")
 
 
 def checkpoint(
@@ -29,9 +35,12 @@ def checkpoint(
     history: dict,
     config: TrainConfig,
     device: torch.device,
+    resumes: list[dict] = (),
 ) -> dict:
     """The checkpoint after ``epoch`` (counted from 0), with the random states of this
-    process and the options as strings under ``"args"`` (``"command"``: ``"train"``)."""
+    process, the options as strings under ``"args"`` (``"command"``: ``"train"``) and,
+    under ``"resumes"``, what each ``--resume`` of the run changed
+    (``{"after_epoch": n, "changed": {name: [old, new]}}``)."""
     return {
         "model": model.state_dict(),
         "optimizers": [o.state_dict() for o in optimizers],
@@ -39,6 +48,7 @@ def checkpoint(
         "history": history,
         "rng": rng_state(device),
         "args": {"command": "train", **{k: str(v) for k, v in asdict(config).items()}},
+        "resumes": list(resumes),
     }
 
 
@@ -83,17 +93,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def check_compatible(state: dict, path: Path, config: TrainConfig) -> None:
-    """Raise ValueError naming the file and the option when checkpoint ``state`` (read
-    from ``path``) was written with other :data:`MODEL_OPTIONS` than ``config``'s."""
+def check_compatible(state: dict, path: Path, config: TrainConfig) -> dict[str, list[str]]:
+    """Check that checkpoint ``state`` (read from ``path``) can go on as ``config``.
+
+    Raises ValueError naming the file, the option and both values when ``config`` has
+    other :data:`MODEL_OPTIONS` or :data:`DATA_OPTIONS` than the checkpoint. Returns the
+    other options that changed, ``{name: [checkpoint's value, this run's]}`` as strings
+    (``--lr``, ``--device``, ...; not :data:`FREE_OPTIONS`), for the run's summary.
+    """
     saved = state["args"]
-    for name in MODEL_OPTIONS:
-        if name in saved and saved[name] != str(getattr(config, name)):
-            option = "--" + name.replace("_", "-")
+    changed = {}
+    for name, value in asdict(config).items():
+        if name not in saved or name in FREE_OPTIONS or _same(name, saved[name], value):
+            continue
+        old, new = _option_text(name, saved[name]), _option_text(name, str(value))
+        if name in MODEL_OPTIONS:
             raise ValueError(
-                f"checkpoint {path} is of another model: it was written with {option} "
-                f"{saved[name]}, this run has {option} {getattr(config, name)}"
+                f"checkpoint {path} is of another model: it was written with {old}, this run "
+                f"has {new}"
             )
+        if name in DATA_OPTIONS:
+            raise ValueError(
+                f"checkpoint {path} was trained on other data: it was written with {old}, "
+                f"this run has {new} (a resumed run keeps its data and model options; "
+                "--epochs and the training options may change)"
+            )
+        changed[name] = [saved[name], str(value)]
+    return changed
+
+
+def _same(name: str, saved: str, value) -> bool:
+    """Whether an option's value in a checkpoint (a string) is this run's ``value``; data
+    folders compare as the folders they name."""
+    if name == "data_root" and value is not None and saved != "None":
+        return Path(saved).expanduser().resolve() == Path(value).expanduser().resolve()
+    return saved == str(value)
+
+
+def _option_text(name: str, value: str) -> str:
+    """How an option with ``value`` (a string of a checkpoint) reads on the command line."""
+    option = "--" + name.replace("_", "-")
+    if value in ("True", "False"):
+        return option if value == "True" else f"--no-{option[2:]}"
+    if value == "None":
+        return "the built-in data" if name == "data_root" else f"no {option}"
+    return f"{option} {value}"
 
 
 def resume(

@@ -91,6 +91,22 @@ def check_logdir(logdir: Path) -> None:
         raise SystemExit(f"--logdir {logdir}: no permission to write in {existing}")
 
 
+#: The files whose presence says that a logdir holds a run that finished an epoch.
+RUN_FILES = ("checkpoint.pt", "summary.json")
+
+
+def check_no_run(logdir: Path) -> None:
+    """Raise SystemExit when ``logdir`` holds a run (a checkpoint or a summary), so that a
+    new run never overwrites one; ``--resume`` continues it instead."""
+    found = [name for name in RUN_FILES if os.path.exists(logdir / name)]
+    if found:
+        raise SystemExit(
+            f"--logdir {logdir} holds a run ({' and '.join(found)}), which a new run would "
+            "overwrite; continue it with --resume (raise --epochs to train longer), or pass "
+            "another --logdir"
+        )
+
+
 def make_logdir(logdir: Path) -> None:
     """Create ``logdir`` and its parents; raises SystemExit when that fails."""
     try:

@@ -18,13 +18,18 @@ from ..positions import NeuronPositions
 from .config import TrainConfig
 
 
-def write_report(model: nn.Module, history: dict, source: str, config: TrainConfig) -> dict:
+def write_report(
+    model: nn.Module, history: dict, source: str, config: TrainConfig, resumes: list[dict] = ()
+) -> dict:
     """Write the summary and the figures of a trained ``model`` into ``config.logdir``;
     returns the summary. ``history``: lists of ``train_loss``, ``train_acc``,
-    ``test_loss``, ``test_acc`` per epoch; ``source``: words that say what data it saw."""
+    ``test_loss``, ``test_acc`` per epoch; ``source``: words that say what data it saw;
+    ``resumes``: the options each ``--resume`` changed (the summary's ``"resumed"``)."""
     rec = _recurrent(model)
     labels = topology.communities(rec.effective_weight().detach().cpu(), seed=config.seed)
     summary = _summary(model, history, source, config, labels)
+    if resumes:
+        summary["resumed"] = list(resumes)
     (config.logdir / "summary.json").write_text(json.dumps(summary, indent=2))
     (config.logdir / "summary.md").write_text(summary_table(summary) + "\n")
     _figures(model, history, config.logdir, labels)
@@ -70,6 +75,12 @@ def summary_table(summary: dict) -> str:
         ),
     ]
     rows += [(f"topology: {k}", f"{v:.4g}") for k, v in summary["topology"].items()]
+    for resumed in summary.get("resumed", []):
+        changes = ", ".join(
+            f"--{name.replace('_', '-')} {old} -> {new}"
+            for name, (old, new) in resumed["changed"].items()
+        )
+        rows.append((f"resumed after epoch {resumed['after_epoch']}", f"changed {changes}"))
     lines = ["| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ Under ``torchrun`` every rank runs this; rank 0 prints and writes the files.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,6 +26,7 @@ from .checks import (
     check_batch_split,
     check_data_root,
     check_logdir,
+    check_no_run,
     check_stretch,
     make_logdir,
     resolve_device,
@@ -60,6 +62,8 @@ def train(config: TrainConfig) -> dict | None:
     device = resolve_device(config.device, world)
     check_backend(config.backend, device)
     check_logdir(config.logdir)
+    if not config.resume:
+        check_no_run(config.logdir)
     check_data_root(config.data_root)
     saved = _saved_run(config) if config.resume else None
     if saved is not None and saved["epoch"] + 1 >= config.epochs:
@@ -76,15 +80,30 @@ def train(config: TrainConfig) -> dict | None:
 
 
 def _saved_run(config: TrainConfig) -> dict:
-    """The checkpoint that ``--resume`` continues, checked against this run's model
-    options; raises SystemExit naming the file when there is none or it does not fit."""
+    """The checkpoint that ``--resume`` continues, checked against this run's options,
+    with this resumption's changed options added to its ``"resumes"``; raises SystemExit
+    naming the file when there is none or it does not fit."""
     path = config.logdir / CHECKPOINT
     try:
         state = load_checkpoint(path)
-        check_compatible(state, path, config)
+        changed = check_compatible(state, path, config)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"--resume: {exc}") from None
+    resumes = list(state.get("resumes", []))
+    if changed:
+        resumes.append({"after_epoch": state["epoch"] + 1, "changed": changed})
+    state["resumes"] = resumes
     return state
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during ``sj-spatial train``: ``epoch`` (counted from 1) is the epoch
+    it stopped, ``checkpoint`` the file of the last finished epoch (None when none
+    finished); the command line reports it in one line."""
+
+    def __init__(self, epoch: int, epochs: int, checkpoint: Path | None):
+        super().__init__(epoch, epochs, checkpoint)
+        self.epoch, self.epochs, self.checkpoint = epoch, epochs, checkpoint
 
 
 def _train(
@@ -102,6 +121,7 @@ def _train(
     cost = build_wiring_cost(model, config)
     history = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
     start_epoch = 0
+    resumes = [] if saved is None else saved["resumes"]
     checkpoint_path = config.logdir / CHECKPOINT
     if saved is not None:
         try:
@@ -118,45 +138,59 @@ def _train(
     )
     trained = wrap(model, device)
 
-    writer = SummaryWriter(str(config.logdir)) if main else None
+    # purge_step: TensorBoard drops what an earlier, interrupted process of this run logged
+    # for the epochs trained again from the checkpoint.
+    writer = SummaryWriter(str(config.logdir), purge_step=start_epoch + 1) if main else None
     topo = TopologyLogger(writer, model, nulls=5, seed=config.seed) if main else None
     test_loader = evaluation_loader(test_set, config, world)
-    for epoch in range(start_epoch, config.epochs):
-        anneal(optimizers, config, epoch)
-        if config.augment:
-            train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
-        batches, steps = train_batches(train_set, config, world, epoch)
-        t0 = time.perf_counter()
-        with tqdm(
-            total=steps,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=True if config.quiet or not main else None,  # None: off when not a terminal
-            leave=False,
-        ) as bar:
-            sums = run_epoch(
-                trained, batches, device, optimizers, cost, bar, config.clip or None, config.chunks
+    done = start_epoch  # epochs in the checkpoint
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            anneal(optimizers, config, epoch)
+            if config.augment:
+                train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
+            batches, steps = train_batches(train_set, config, world, epoch)
+            t0 = time.perf_counter()
+            with tqdm(
+                total=steps,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                # None: off when not a terminal
+                disable=True if config.quiet or not main else None,
+                leave=False,
+            ) as bar:
+                clip = config.clip or None
+                sums = run_epoch(
+                    trained, batches, device, optimizers, cost, bar, clip, config.chunks
+                )
+            train_loss, train_acc = global_means(sums, device)
+            tests = ((x, y, 1.0) for x, y in test_loader)
+            test_loss, test_acc = global_means(run_epoch(model, tests, device), device)
+            results = (train_loss, train_acc, test_loss, test_acc)
+            for key, value in zip(history, results, strict=True):
+                history[key].append(value)
+            if not main:
+                continue
+            for key, value in history.items():
+                writer.add_scalar(key.replace("_", "/", 1), value[-1], epoch + 1)
+            topo.log(epoch + 1)
+            writer.flush()
+            print(
+                f"epoch {epoch + 1}: train loss {train_loss:.3f} acc {train_acc:.3f} | "
+                f"test loss {test_loss:.3f} acc {test_acc:.3f} ({time.perf_counter() - t0:.0f} s)"
             )
-        train_loss, train_acc = global_means(sums, device)
-        tests = ((x, y, 1.0) for x, y in test_loader)
-        test_loss, test_acc = global_means(run_epoch(model, tests, device), device)
-        for key, value in zip(history, (train_loss, train_acc, test_loss, test_acc), strict=True):
-            history[key].append(value)
-        if not main:
-            continue
-        for key, value in history.items():
-            writer.add_scalar(key.replace("_", "/", 1), value[-1], epoch + 1)
-        topo.log(epoch + 1)
-        writer.flush()
-        print(
-            f"epoch {epoch + 1}: train loss {train_loss:.3f} acc {train_acc:.3f} | "
-            f"test loss {test_loss:.3f} acc {test_acc:.3f} ({time.perf_counter() - t0:.0f} s)"
-        )
-        state = checkpoint(model, optimizers, epoch, history, config, device)
-        save_checkpoint(state, checkpoint_path)
+            state = checkpoint(model, optimizers, epoch, history, config, device, resumes)
+            save_checkpoint(state, checkpoint_path)
+            done = epoch + 1
+    except KeyboardInterrupt:
+        saved_path = checkpoint_path if done > 0 else None
+        raise TrainingInterrupted(done + 1, config.epochs, saved_path) from None
+    finally:
+        if writer is not None:
+            writer.flush()
     summary = None
     if main:
         topo.close()
-        summary = write_report(model, history, source, config)
+        summary = write_report(model, history, source, config, resumes)
     barrier()  # the other ranks end when the files are written
     return summary
 
