@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 
 STEP_MODES = ("s", "m")
 DELAY_MODES = ("interpolate", "round")
@@ -73,6 +74,13 @@ def check_input(
 ) -> None:
     """Check a layer input: a floating tensor of rank >= min_ndim whose last dim is features
     (``time_dim``: where time is in multi-step inputs, for the message)."""
+    if isinstance(x, torch.fx.Proxy):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got a torch.fx Proxy: the spatial layers cannot be "
+            "traced symbolically (spikingjelly's nir_exchange.export_to_nir traces every module "
+            "it does not know); export a model with spatial layers with "
+            "sj_spatial.nir_exchange.export_to_nir"
+        )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
