@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .export_job import export_run, report_lines
 from .train_job.checkpoints import load_checkpoint
 from .train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
 from .train_job.report import summary_table
@@ -242,6 +243,19 @@ def make_parser() -> argparse.ArgumentParser:
         "in [1 - F, 1 + F] (speaking rate; not in the paper); 0: off",
     )
     add("--quiet", action="store_true", help="no progress bars")
+    export = commands.add_parser(
+        "export",
+        help="write the model of a finished run as a NIR graph (docs/deploy.md)",
+        description="Write a run's model as a NIR graph; print its test accuracy as trained, "
+        "with delays rounded to integers, and rounded and clamped to --max-delay-steps.",
+        formatter_class=_HelpFormatter,
+    )
+    export.add_argument("run", type=Path, metavar="RUN", help="a run folder or its checkpoint.pt")
+    export.add_argument("--out", type=Path, required=True, help="the NIR file to write (HDF5)")
+    export.add_argument(
+        "--max-delay-steps", type=_natural, help="the target's longest delay in time steps"
+    )
+    export.add_argument("--clamp", action="store_true", help="clamp longer delays, do not refuse")
     return parser
 
 
@@ -273,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
             raise _Reported(message, INTERRUPTED) from None
         if summary is not None:
             print(summary_table(summary))
+    if args.command == "export":
+        try:
+            report = export_run(args.run, args.out, args.max_delay_steps, args.clamp)
+        except (ValueError, ImportError) as exc:
+            print(f"{parser.prog} export: error: {_one_line(exc)}", file=sys.stderr)
+            raise _Reported(_one_line(exc)) from None
+        print(report_lines(report))
     return 0
 
 
