@@ -328,8 +328,12 @@ def _graph(*nodes, edges=None):
             _graph(("d", nir.Delay(delay=np.zeros(3))), edges=[("input", "d"), ("d", "nowhere")]),
             r"edge \('d', 'nowhere'\) of graph '<top>' names no node 'nowhere'",
         ),
+        (
+            _graph(("leak", nir.LI(tau=np.full(3, DT / 2), r=np.ones(3), v_leak=np.zeros(3)))),
+            r"node 'leak' \(nir\.LI\): tau must be finite and >= dt=0\.001 s, got 0\.0005 s",
+        ),
     ],
-    ids=["unknown_node", "half_step_delay", "negative_delay", "shapes", "dangling_edge"],
+    ids=["unknown_node", "half_step_delay", "negative_delay", "shapes", "dangling_edge", "li"],
 )
 def test_hostile_graphs_raise_value_errors_that_name_the_node(graph, match, tmp_path):
     with pytest.raises(ValueError, match=r"^graph_or_path: " + match):

@@ -46,7 +46,7 @@ def whole_steps(seconds: np.ndarray, dt: float) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"delay must be a whole number >= 0 of time steps dt={dt} s, got "
-            f"{steps.flat[i]:.6g} steps ({np.asarray(seconds).flat[i]!r} s) in channel {i} "
+            f"{steps.flat[i]:.6g} steps ({steps.flat[i] * dt:.6g} s) in channel {i} "
             f"({int(bad.sum())} of {bad.size} channels)"
         )
     return whole.astype(np.int64)
@@ -86,7 +86,9 @@ class SpatialNodeMapper(_NodeMapper):
     def map_li(self, node: nir.LI) -> LeakyIntegrator:
         tau = np.asarray(node.tau, dtype=np.float64)
         if not (np.isfinite(tau).all() and (tau >= self.dt).all()):
-            raise ValueError(f"tau must be finite and >= dt={self.dt} s, got {tau.min()!r} s")
+            raise ValueError(
+                f"tau must be finite and >= dt={self.dt} s, got {float(tau.min()):.6g} s"
+            )
         rate = self.dt / tau
         decay, gain, leak = 1.0 - rate, rate * node.r, rate * node.v_leak
         return LeakyIntegrator(*(torch.from_numpy(np.asarray(a)) for a in (decay, gain, leak)))
