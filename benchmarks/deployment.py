@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -123,7 +124,8 @@ def markdown(results: dict) -> str:
         "",
         f"{m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['versions']['torch']}, "
         f"spikingjelly {m['versions']['spikingjelly']}, nir {m['versions']['nir']}, "
-        f"nirtorch {m['versions']['nirtorch']}. Command: `{results['command']}`.",
+        f"nirtorch {m['versions']['nirtorch']}; load average {m['load_average_before'][0]:.1f} "
+        f"before, {m['load_average_after'][0]:.1f} after. Command: `{results['command']}`.",
         "",
     ]
     bounds = results["bounds"]
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(torch.device("cpu"))
     machine["versions"].update(nir=_version("nir"), nirtorch=_version("nirtorch"))
+    machine["load_average_before"] = os.getloadavg()  # the times share the CPU with these
     results = {"command": " ".join(["python", *sys.argv]), "machine": machine}
     results.update(bounds=args.bounds, runs=[], sizes=[])
     with tempfile.TemporaryDirectory() as scratch:
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         for hidden in args.hidden:
             results["sizes"].append(size_record(hidden, args.repeats, Path(scratch)))
             print(json.dumps(results["sizes"][-1]), flush=True)
+    machine["load_average_after"] = os.getloadavg()
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "results.md").write_text(markdown(results))
     print(markdown(results))
