@@ -6,8 +6,9 @@ as trained, with delays rounded to integers, and rounded and clamped to each bou
 ``--bounds`` (time steps), the synapses each bound clamps, and the accuracy of the
 exported graph itself, imported back and run one step per call (it must equal the
 trained model's). For each hidden size of ``--hidden``: the paper model of the main job
-(its defaults, untrained, seed 0) exported to a NIR file: nodes, bytes, export and
-import time (median of ``--repeats``). Writes ``results.json`` and ``results.md`` into
+(its defaults, untrained, seed 0) exported to a NIR file: nodes, nonzero weights, bytes
+of the arrays and of the (gzip-compressed) file, export and import time (median of
+``--repeats``). Writes ``results.json`` and ``results.md`` into
 ``--out``.
 
     python benchmarks/deployment.py --run main=/tmp/run --out benchmarks/results/deployment-DATE
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_layers import _version, machine_info
 
@@ -63,6 +65,26 @@ def delay_profile(model: torch.nn.Module) -> dict:
     return {"max_delay": float(delays.max()), "max_lag": int(lags.max()), "synapses": lags.numel()}
 
 
+def graph_arrays(graph) -> tuple[int, int]:
+    """``(bytes, nonzero weights)`` of a NIR graph's arrays, subgraphs included: what a
+    target stores densely, and the synapses it places (a lag's matrix holds the synapses
+    of that lag; with interpolation a synapse has two)."""
+    import nir
+
+    total = nonzero = 0
+    for node in graph.nodes.values():
+        if isinstance(node, nir.NIRGraph):
+            sub = graph_arrays(node)
+            total, nonzero = total + sub[0], nonzero + sub[1]
+            continue
+        for value in vars(node).values():
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                total += value.nbytes
+        if isinstance(node, (nir.Linear, nir.Affine)):
+            nonzero += int(np.count_nonzero(node.weight))
+    return total, nonzero
+
+
 def timed_export(model, example, path: Path, dt: float, repeats: int) -> dict:
     """Export ``model`` to ``path`` ``repeats`` times, import it as many: graph size and
     the median seconds of each."""
@@ -74,9 +96,12 @@ def timed_export(model, example, path: Path, dt: float, repeats: int) -> dict:
         t0 = time.perf_counter()
         import_from_nir(path, dt=dt)
         import_s.append(time.perf_counter() - t0)
+    dense, nonzero = graph_arrays(graph)
     return {
         "nodes": count_nodes(graph),
         "bytes": path.stat().st_size,
+        "array_bytes": dense,
+        "nonzero_weights": nonzero,
         "lags": len(graph.nodes["_1"].metadata["lags"]),
         "export_s": statistics.median(export_s),
         "import_s": statistics.median(import_s),
@@ -143,11 +168,12 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         "Clamped N: delays rounded to integers and clamped to N steps (in brackets: the "
-        "recurrent synapses clamped, of hidden^2).",
+        "recurrent synapses clamped, of hidden^2). Imported graph: the as-trained graph "
+        "read back and run one step per call.",
         "",
-        "| model | hidden | largest delay (steps) | lags | NIR nodes | bytes | export (s) "
-        "| import (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | hidden | largest delay (steps) | lags | NIR nodes | nonzero weights "
+        "| array MB | file MB | export (s) | import (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(r["name"] + " (trained)", r["config"]["hidden"], r["delays"], r["graph"])
             for r in results["runs"]]  # fmt: skip
@@ -155,9 +181,15 @@ def markdown(results: dict) -> str:
     for name, hidden, delays, graph in rows:
         lines.append(
             f"| {name} | {hidden} | {delays['max_delay']:.2f} | {graph['lags']} | "
-            f"{graph['nodes']} | {graph['bytes']} | {graph['export_s']:.2f} | "
-            f"{graph['import_s']:.2f} |"
+            f"{graph['nodes']} | {graph['nonzero_weights']} | {graph['array_bytes'] / 1e6:.2f} | "
+            f"{graph['bytes'] / 1e6:.2f} | {graph['export_s']:.2f} | {graph['import_s']:.2f} |"
         )
+    lines += [
+        "",
+        "Lags: weight matrices of the recurrent subgraph. Nonzero weights: matrix entries of "
+        "the whole graph (a synapse with a fractional delay has two). Array MB: the graph's "
+        "arrays uncompressed; file MB: nir.write's gzip file. Times: medians.",
+    ]
     return "\n".join(lines) + "\n"
 
 
