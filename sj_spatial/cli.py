@@ -29,6 +29,7 @@ from . import __version__
 from .export_job import export_run, report_lines
 from .train_job.checkpoints import load_checkpoint
 from .train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
+from .train_job.errors import JobError
 from .train_job.report import summary_table
 from .train_job.run import TrainingInterrupted, train
 
@@ -275,10 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         prog = f"{parser.prog} {args.command}"
         try:
             summary = train(TrainConfig.from_options(args))
-        except SystemExit as exc:
-            if not isinstance(exc.code, str):
-                raise
-            message = _one_line(exc.code)
+        except JobError as exc:
+            message = _one_line(exc)
             print(f"{prog}: error: {message}", file=sys.stderr)
             raise _Reported(message) from None
         except KeyboardInterrupt as exc:

@@ -21,6 +21,7 @@ from .distributed import World
 from .nir_exchange import DelayBudgetError, export_to_nir, require_nir
 from .train_job.checkpoints import CHECKPOINT, load_checkpoint
 from .train_job.config import TrainConfig
+from .train_job.errors import JobError
 from .train_job.recipe import build_model, datasets, evaluation_loader, run_epoch
 
 #: The options of a run that define its model and its test data: TrainConfig fields, with
@@ -85,8 +86,8 @@ def accuracy_of(model: nn.Module, config: TrainConfig) -> float:
     """The accuracy of ``model`` on the test split of the run of ``config`` (on the CPU)."""
     try:
         (_, test_set), _ = datasets(config, World())
-    except SystemExit as exc:  # the recipe ends the job on unreadable data
-        raise ValueError(f"the run's test data: {_one_line(exc.code)}") from None
+    except JobError as exc:  # unreadable data
+        raise ValueError(f"the run's test data: {_one_line(exc)}") from None
     loader = evaluation_loader(test_set, config, World())
     _, correct, count = run_epoch(model, ((x, y, 1.0) for x, y in loader), torch.device("cpu"))
     return correct / max(count, 1)

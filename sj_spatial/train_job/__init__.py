@@ -7,4 +7,5 @@
 - ``checkpoints.py``: ``checkpoint.pt``: save, load, check and resume.
 - ``report.py``: the summary, its table and the figures.
 - ``run.py``: the job in order, from the checks to the last file.
+- ``errors.py``: :class:`JobError`, what the job raises for a user's mistake.
 """

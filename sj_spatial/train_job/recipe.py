@@ -24,6 +24,7 @@ from ..models import recurrent_shd_model
 from ..positions import param_groups
 from ..training import checkpointed_bptt, truncated_bptt
 from .config import TrainConfig
+from .errors import JobError
 
 #: A batch of one rank: spikes ``[T, N, 700]``, labels ``[N]``, and the rank's share of
 #: the global batch (``N * world size / global N``), which weighs its loss.
@@ -34,7 +35,7 @@ def datasets(config: TrainConfig, world: World) -> tuple[tuple[Dataset, Dataset]
     """``((train, test), source)``: the SHD splits (augmented with ``config.augment``)
     and words that say where they come from. Rank 0 builds any missing data files and
     caches before the others read them. Files that are missing, unreadable or not SHD
-    raise SystemExit naming the file and the fault."""
+    raise JobError naming the file and the fault."""
     if not world.is_main:
         barrier()
     (train_set, test_set), source = _read_splits(config)
@@ -59,9 +60,9 @@ def _read_splits(config: TrainConfig) -> tuple[tuple[Dataset, Dataset], str]:
             config.data_root, config.dt, config.duration, config.limit, seed=config.seed
         )
     except (SHDFormatError, FileNotFoundError) as exc:
-        raise SystemExit(f"{option}: {exc}") from None
+        raise JobError(f"{option}: {exc}") from None
     except PermissionError as exc:
-        raise SystemExit(f"{option}: no permission to read or cache {exc.filename}") from None
+        raise JobError(f"{option}: no permission to read or cache {exc.filename}") from None
     return splits, source
 
 

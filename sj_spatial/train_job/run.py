@@ -32,6 +32,7 @@ from .checks import (
     resolve_device,
 )
 from .config import TrainConfig
+from .errors import JobError
 from .recipe import (
     anneal,
     build_model,
@@ -50,13 +51,13 @@ def train(config: TrainConfig) -> dict | None:
     """Run the main job; returns the summary dict (None on the ranks other than 0 of a
     torchrun job, and when ``config.resume`` finds the run finished).
 
-    A user's mistake raises SystemExit with a message before any file is written: the
+    A user's mistake raises JobError with a message before any file is written: the
     options, device, backend, logdir and ``--resume`` checkpoint are checked first, the
     data is read next, and the logdir is created only then."""
     try:
         world = world_from_env()
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise JobError(str(exc)) from None
     check_batch_split(config.batch_size, world or World())
     check_stretch(config.stretch, config.augment)
     device = resolve_device(config.device, world)
@@ -81,14 +82,14 @@ def train(config: TrainConfig) -> dict | None:
 
 def _saved_run(config: TrainConfig) -> dict:
     """The checkpoint that ``--resume`` continues, checked against this run's options,
-    with this resumption's changed options added to its ``"resumes"``; raises SystemExit
+    with this resumption's changed options added to its ``"resumes"``; raises JobError
     naming the file when there is none or it does not fit."""
     path = config.logdir / CHECKPOINT
     try:
         state = load_checkpoint(path)
         changed = check_compatible(state, path, config)
     except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"--resume: {exc}") from None
+        raise JobError(f"--resume: {exc}") from None
     resumes = list(state.get("resumes", []))
     if changed:
         resumes.append({"after_epoch": state["epoch"] + 1, "changed": changed})
@@ -127,7 +128,7 @@ def _train(
         try:
             history, start_epoch = resume(saved, checkpoint_path, model, optimizers, device)
         except ValueError as exc:
-            raise SystemExit(f"--resume: {exc}") from None
+            raise JobError(f"--resume: {exc}") from None
         say(f"resuming from {checkpoint_path} after epoch {start_epoch}")
     if main:
         make_logdir(config.logdir)
