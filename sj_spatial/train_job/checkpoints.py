@@ -149,11 +149,16 @@ def resume(
 ) -> tuple[dict, int]:
     """Restore model, optimisers and random states from checkpoint ``state`` (read from
     ``path``); returns (history, first epoch to run). Raises ValueError naming the file
-    when it does not fit."""
+    when it does not fit. Each group keeps the ``initial_lr`` this run's optimisers were
+    built with, so that a resumed run with another ``--lr`` schedules that one."""
     try:
         model.load_state_dict(state["model"])
         for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            base = [group.get("initial_lr") for group in opt.param_groups]
             opt.load_state_dict(opt_state)
+            for group, initial_lr in zip(opt.param_groups, base, strict=True):
+                if initial_lr is not None:
+                    group["initial_lr"] = initial_lr
     except (RuntimeError, ValueError, KeyError) as exc:
         details = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ValueError(f"checkpoint {path} does not fit this model: {details}") from exc

@@ -8,8 +8,7 @@ the time-averaged readout, with cosine learning-rate decay over the epochs.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,22 +26,34 @@ from .config import TrainConfig
 from .errors import JobError
 
 #: A batch of one rank: spikes ``[T, N, 700]``, labels ``[N]``, and the rank's share of
-#: the global batch (``N * world size / global N``), which weighs its loss.
-Batch = tuple[torch.Tensor, torch.Tensor, float]
+#: the global batch (``N * world size / global N``), which weighs its loss; a batch
+#: ``(x, y)`` without a share weighs 1.
+Batch = tuple[torch.Tensor, torch.Tensor, float] | tuple[torch.Tensor, torch.Tensor]
+#: ``loss_fn(output [T, N, classes], labels [N]) -> loss``, a scalar tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def datasets(config: TrainConfig, world: World) -> tuple[tuple[Dataset, Dataset], str]:
-    """``((train, test), source)``: the SHD splits (augmented with ``config.augment``)
-    and words that say where they come from. Rank 0 builds any missing data files and
-    caches before the others read them. Files that are missing, unreadable or not SHD
-    raise JobError naming the file and the fault."""
+def readout_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The recipe's loss: the cross-entropy of the readout averaged over time."""
+    return F.cross_entropy(output.mean(0), y)
+
+
+def datasets(
+    config: TrainConfig, world: World, augmentation: Callable[..., Dataset] = AugmentedSHD
+) -> tuple[tuple[Dataset, Dataset], str]:
+    """``((train, test), source)``: the SHD splits (with ``config.augment``, the training
+    split wrapped in ``augmentation(train, seed=..., max_stretch=...)``, an
+    :class:`~sj_spatial.data.AugmentedSHD` by default) and words that say where they come
+    from. Rank 0 builds any missing data files and caches before the others read them.
+    Files that are missing, unreadable or not SHD raise JobError naming the file and the
+    fault."""
     if not world.is_main:
         barrier()
     (train_set, test_set), source = _read_splits(config)
     if world.is_main:
         barrier()
     if config.augment:
-        train_set = AugmentedSHD(train_set, seed=config.seed, max_stretch=config.stretch)
+        train_set = augmentation(train_set, seed=config.seed, max_stretch=config.stretch)
         stretch = f" + stretch ±{config.stretch:g}" if config.stretch else ""
         source += f", augmented (shift + blend{stretch})"
     return (train_set, test_set), source
@@ -66,21 +77,38 @@ def _read_splits(config: TrainConfig) -> tuple[tuple[Dataset, Dataset], str]:
     return splits, source
 
 
-def train_batches(
-    train_set: Dataset, config: TrainConfig, world: World, epoch: int
-) -> tuple[Iterator[Batch], int]:
-    """This rank's batches of every global batch of one epoch, and their number.
+class EpochBatches:
+    """This rank's batches of every global batch of one epoch (``len`` is their number).
 
     The global batches are those of ``DataLoader(shuffle=True)`` with a generator seeded
-    by seed and epoch; each rank takes its contiguous part (``ShardedBatchSampler``).
+    by seed and epoch; each rank takes its contiguous part (``ShardedBatchSampler``). An
+    augmented training set draws that epoch's shifts and blends first.
     """
-    shuffle = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    sampler = ShardedBatchSampler(
-        RandomSampler(train_set, generator=shuffle), config.batch_size, world.rank, world.size
-    )
-    loader = DataLoader(train_set, batch_sampler=sampler, generator=shuffle, collate_fn=collate)
-    batches = ((x, y, share) for (x, y), share in zip(loader, sampler.shares(), strict=True))
-    return batches, len(sampler)
+
+    def __init__(self, train_set: Dataset, config: TrainConfig, world: World, epoch: int):
+        if config.augment:
+            train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
+        shuffle = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        self.sampler = ShardedBatchSampler(
+            RandomSampler(train_set, generator=shuffle), config.batch_size, world.rank, world.size
+        )
+        self.loader = DataLoader(
+            train_set, batch_sampler=self.sampler, generator=shuffle, collate_fn=collate
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        shares = self.sampler.shares()
+        return ((x, y, share) for (x, y), share in zip(self.loader, shares, strict=True))
+
+
+def train_batches(
+    train_set: Dataset, config: TrainConfig, world: World
+) -> Callable[[int], EpochBatches]:
+    """``epoch -> EpochBatches``, the training batches :func:`~.fit.fit` takes."""
+    return lambda epoch: EpochBatches(train_set, config, world, epoch)
 
 
 def evaluation_loader(test_set: Dataset, config: TrainConfig, world: World) -> DataLoader:
@@ -103,8 +131,12 @@ def build_model(config: TrainConfig) -> nn.Module:
 
 
 def build_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Adam over the weights (``config.lr``) and the positions (``config.position_lr``)."""
-    return [torch.optim.Adam(param_groups(model, config.lr, config.position_lr))]
+    """Adam over the weights (``config.lr``) and the positions (``config.position_lr``);
+    each group's base learning rate is its ``initial_lr``, which the schedule scales."""
+    groups = param_groups(model, config.lr, config.position_lr)
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    return [torch.optim.Adam(groups)]
 
 
 def build_wiring_cost(model: nn.Module, config: TrainConfig) -> WiringCost | None:
@@ -114,14 +146,6 @@ def build_wiring_cost(model: nn.Module, config: TrainConfig) -> WiringCost | Non
     if config.wiring_cost > 0:
         return WiringCost(model, strength=config.wiring_cost)
     return None
-
-
-def anneal(optimizers: list[torch.optim.Optimizer], config: TrainConfig, epoch: int) -> None:
-    """Cosine learning-rate decay over the run, a function of the epoch (so resume-safe)."""
-    factor = 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-    for opt in optimizers:
-        for group, base in zip(opt.param_groups, (config.lr, config.position_lr), strict=False):
-            group["lr"] = base * factor
 
 
 def train_step(
@@ -134,9 +158,11 @@ def train_step(
     share: float = 1.0,
     chunk: int | None = None,
     exact: bool = False,
+    loss_fn: LossFn = readout_loss,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch: ``share * cross-entropy + cost``, backward (DDP
-    averages the gradients over the ranks), clipping, step. Returns (logits, loss).
+    """One optimiser step on a batch: ``share * loss_fn(model(x), y) + cost``, backward
+    (DDP averages the gradients over the ranks), clipping, step. Returns (logits, loss),
+    the logits the output averaged over time.
 
     ``chunk``: backpropagate through time in chunks of that many steps, truncated
     (:func:`~sj_spatial.truncated_bptt`) or, with ``exact``, recomputed
@@ -145,19 +171,19 @@ def train_step(
     for opt in optimizers:
         opt.zero_grad()
     if chunk is None:
-        logits = model(x).mean(0)
-        loss = F.cross_entropy(logits, y)
+        out = model(x)
+        loss = loss_fn(out, y)
         full = loss * share
         if cost is not None:
             full = full + cost()
         full.backward()
     else:
         in_chunks = checkpointed_bptt if exact else truncated_bptt
-        _, out = in_chunks(model, x, lambda o: share * F.cross_entropy(o.mean(0), y), chunk)
-        logits = out.mean(0)
-        loss = F.cross_entropy(logits, y)
+        _, out = in_chunks(model, x, lambda o: share * loss_fn(o, y), chunk)
+        loss = loss_fn(out, y)
         if cost is not None:
             cost().backward()
+    logits = out.mean(0)
     if clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     for opt in optimizers:
@@ -174,22 +200,24 @@ def run_epoch(
     progress=None,
     clip: float | None = None,
     chunks: tuple[int, bool] | None = None,
+    loss_fn: LossFn = readout_loss,
 ) -> tuple[float, int, int]:
-    """One pass over ``(x, y, share)`` batches; trains when ``optimizers`` are given
-    (``chunks``: ``(steps, exact)`` of :func:`train_step`), and updates a tqdm
-    ``progress`` bar. Returns this rank's (summed loss, correct, count)."""
+    """One pass over ``(x, y, share)`` (or ``(x, y)``) batches; trains when
+    ``optimizers`` are given (``chunks``: ``(steps, exact)`` of :func:`train_step`), and
+    updates a tqdm ``progress`` bar. Returns this rank's (summed loss, correct, count)."""
     model.train(optimizers is not None)
     total_loss = correct = count = 0
     with torch.set_grad_enabled(optimizers is not None):
-        for x, y, share in batches:
+        for x, y, *weight in batches:
+            share = weight[0] if weight else 1.0
             x, y = x.to(device), y.to(device)
             if optimizers is None:
-                logits = model(x).mean(0)
-                loss = F.cross_entropy(logits, y)
+                out = model(x)
+                logits, loss = out.mean(0), loss_fn(out, y)
             else:
                 chunk, exact = chunks or (None, False)
                 logits, loss = train_step(
-                    model, x, y, optimizers, cost, clip, share, chunk=chunk, exact=exact
+                    model, x, y, optimizers, cost, clip, share, chunk, exact, loss_fn
                 )
             functional.reset_net(model)
             total_loss += loss.item() * len(y)

@@ -6,10 +6,12 @@ Under ``torchrun`` every rank runs this; rank 0 prints and writes the files.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..callbacks import TopologyLogger
 from ..distributed import World, barrier, process_group, world_from_env, wrap
@@ -33,23 +35,47 @@ from .checks import (
 )
 from .config import TrainConfig
 from .errors import JobError
+from .fit import Callback, CosineDecay, EpochRecord, fit
 from .recipe import (
-    anneal,
+    LossFn,
     build_model,
     build_optimizers,
     build_wiring_cost,
     datasets,
     evaluation_loader,
-    global_means,
-    run_epoch,
+    readout_loss,
     train_batches,
 )
 from .report import write_report
 
 
-def train(config: TrainConfig) -> dict | None:
+@dataclass(frozen=True)
+class Factories:
+    """What builds a run's parts from its config: ``data(config, world) -> ((train, test),
+    source)``, ``model(config) -> nn.Module`` (on the CPU; the job moves it) and
+    ``optimizers(model, config) -> [optimizer, ...]`` (each group's base learning rate in
+    its ``initial_lr``, which the cosine schedule scales)."""
+
+    data: Callable = datasets
+    model: Callable = build_model
+    optimizers: Callable = build_optimizers
+
+
+def train(
+    config: TrainConfig,
+    *,
+    model_factory: Callable[[TrainConfig], nn.Module] = build_model,
+    optimizer_factory: Callable[[nn.Module, TrainConfig], list] = build_optimizers,
+    data_factory: Callable = datasets,
+    loss_fn: LossFn = readout_loss,
+    callbacks: Sequence[Callback] = (),
+) -> dict | None:
     """Run the main job; returns the summary dict (None on the ranks other than 0 of a
     torchrun job, and when ``config.resume`` finds the run finished).
+
+    ``sj-spatial train`` calls it with the recipe's parts; an experiment passes its own
+    (:class:`Factories` says what each returns), a ``loss_fn(output, y)`` and callbacks
+    that :func:`~.fit.fit` calls after the job's own at every epoch's end.
 
     A user's mistake raises JobError with a message before any file is written: the
     options, device, backend, logdir and ``--resume`` checkpoint are checked first, the
@@ -76,8 +102,9 @@ def train(config: TrainConfig) -> dict | None:
                 "(raise --epochs to train longer)"
             )
         return None
+    factories = Factories(data_factory, model_factory, optimizer_factory)
     with process_group(world, device):
-        return _train(config, world or World(), device, saved)
+        return _train(config, world or World(), device, saved, factories, loss_fn, callbacks)
 
 
 def _saved_run(config: TrainConfig) -> dict:
@@ -108,7 +135,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def _train(
-    config: TrainConfig, world: World, device: torch.device, saved: dict | None
+    config: TrainConfig,
+    world: World,
+    device: torch.device,
+    saved: dict | None,
+    factories: Factories,
+    loss_fn: LossFn,
+    callbacks: Sequence[Callback],
 ) -> dict | None:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -116,9 +149,9 @@ def _train(
     main = world.is_main
     say = print if main else _silent
     torch.manual_seed(config.seed)
-    (train_set, test_set), source = datasets(config, world)
-    model = build_model(config).to(device)
-    optimizers = build_optimizers(model, config)
+    (train_set, test_set), source = factories.data(config, world)
+    model = factories.model(config).to(device)
+    optimizers = factories.optimizers(model, config)
     cost = build_wiring_cost(model, config)
     history = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
     start_epoch = 0
@@ -137,63 +170,87 @@ def _train(
         f"data: {source}; train {len(train_set)}, test {len(test_set)} samples; "
         f"device {device}{ranks}"
     )
-    trained = wrap(model, device)
-
     # purge_step: TensorBoard drops what an earlier, interrupted process of this run logged
     # for the epochs trained again from the checkpoint.
     writer = SummaryWriter(str(config.logdir), purge_step=start_epoch + 1) if main else None
-    topo = TopologyLogger(writer, model, nulls=5, seed=config.seed) if main else None
-    test_loader = evaluation_loader(test_set, config, world)
-    done = start_epoch  # epochs in the checkpoint
+    report = _EpochReport(config, world, device, model, optimizers, history, resumes, writer)
+    bar = (
+        None
+        if config.quiet or not main
+        else lambda epoch, steps: tqdm(
+            total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=None, leave=False
+        )  # disable=None: off when not a terminal
+    )
     try:
-        for epoch in range(start_epoch, config.epochs):
-            anneal(optimizers, config, epoch)
-            if config.augment:
-                train_set.set_epoch(epoch)  # fresh shifts and blends, the same on every rank
-            batches, steps = train_batches(train_set, config, world, epoch)
-            t0 = time.perf_counter()
-            with tqdm(
-                total=steps,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                # None: off when not a terminal
-                disable=True if config.quiet or not main else None,
-                leave=False,
-            ) as bar:
-                clip = config.clip or None
-                sums = run_epoch(
-                    trained, batches, device, optimizers, cost, bar, clip, config.chunks
-                )
-            train_loss, train_acc = global_means(sums, device)
-            tests = ((x, y, 1.0) for x, y in test_loader)
-            test_loss, test_acc = global_means(run_epoch(model, tests, device), device)
-            results = (train_loss, train_acc, test_loss, test_acc)
-            for key, value in zip(history, results, strict=True):
-                history[key].append(value)
-            if not main:
-                continue
-            for key, value in history.items():
-                writer.add_scalar(key.replace("_", "/", 1), value[-1], epoch + 1)
-            topo.log(epoch + 1)
-            writer.flush()
-            print(
-                f"epoch {epoch + 1}: train loss {train_loss:.3f} acc {train_acc:.3f} | "
-                f"test loss {test_loss:.3f} acc {test_acc:.3f} ({time.perf_counter() - t0:.0f} s)"
-            )
-            state = checkpoint(model, optimizers, epoch, history, config, device, resumes)
-            save_checkpoint(state, checkpoint_path)
-            done = epoch + 1
+        fit(
+            model,
+            optimizers,
+            train_batches(train_set, config, world),
+            evaluation_loader(test_set, config, world),
+            epochs=config.epochs,
+            loss_fn=loss_fn,
+            callbacks=[CosineDecay(optimizers, config.epochs), report, *callbacks],
+            start_epoch=start_epoch,
+            device=device,
+            cost=cost,
+            clip=config.clip or None,
+            chunks=config.chunks,
+            trained=wrap(model, device),
+            progress=bar,
+        )
     except KeyboardInterrupt:
-        saved_path = checkpoint_path if done > 0 else None
-        raise TrainingInterrupted(done + 1, config.epochs, saved_path) from None
+        saved_path = checkpoint_path if report.done > 0 else None
+        raise TrainingInterrupted(report.done + 1, config.epochs, saved_path) from None
     finally:
         if writer is not None:
             writer.flush()
     summary = None
     if main:
-        topo.close()
+        report.topology.close()
         summary = write_report(model, history, source, config, resumes)
     barrier()  # the other ranks end when the files are written
     return summary
+
+
+class _EpochReport(Callback):
+    """The job's end of an epoch: the history on every rank; on rank 0 TensorBoard
+    scalars and topology, the printed line and the checkpoint."""
+
+    def __init__(self, config, world, device, model, optimizers, history, resumes, writer):
+        self.config, self.world, self.device = config, world, device
+        self.model, self.optimizers = model, optimizers
+        self.history, self.resumes, self.writer = history, resumes, writer
+        self.topology = (
+            TopologyLogger(writer, model, nulls=5, seed=config.seed) if world.is_main else None
+        )
+        self.done = len(history["test_acc"])  # epochs in the checkpoint
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        results = (record.train_loss, record.train_acc, record.test_loss, record.test_acc)
+        for key, value in zip(self.history, results, strict=True):
+            self.history[key].append(value)
+        if not self.world.is_main:
+            return
+        for key, value in self.history.items():
+            self.writer.add_scalar(key.replace("_", "/", 1), value[-1], record.epoch)
+        self.topology.log(record.epoch)
+        self.writer.flush()
+        print(
+            f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc "
+            f"{record.train_acc:.3f} | test loss {record.test_loss:.3f} acc "
+            f"{record.test_acc:.3f} ({record.seconds:.0f} s)"
+        )
+        state = checkpoint(
+            self.model,
+            self.optimizers,
+            record.epoch - 1,
+            self.history,
+            self.config,
+            self.device,
+            self.resumes,
+        )
+        save_checkpoint(state, self.config.logdir / CHECKPOINT)
+        self.done = record.epoch
 
 
 def _silent(*args, **kwargs) -> None:
