@@ -30,21 +30,20 @@ import torch
 from bench_layers import _version, machine_info
 
 from sj_spatial.distributed import World
-from sj_spatial.export_job import accuracy_of, count_nodes, deployed, load_run
+from sj_spatial.export_job import accuracy_of, count_nodes, deployed, evaluation_split, load_run
 from sj_spatial.nir_exchange import DelayBudget, export_to_nir, import_from_nir
 from sj_spatial.nir_exchange.lags import apply_budget, deployed_lags, layer_synapses
 from sj_spatial.train_job.config import TrainConfig
-from sj_spatial.train_job.recipe import build_model, datasets, evaluation_loader
+from sj_spatial.train_job.recipe import build_model, evaluation_loader
 
 BOUNDS = (62, 31, 15, 8, 4)
 HIDDEN = (128, 256, 512)
 
 
-def imported_accuracy(graph_path: Path, config: TrainConfig) -> tuple[float, int]:
-    """Test accuracy of the graph at ``graph_path`` imported back (one step per call, the
-    readout averaged over time as the job does), and the test samples."""
+def imported_accuracy(graph_path: Path, config: TrainConfig, test_set) -> tuple[float, int]:
+    """Accuracy on ``test_set`` of the graph at ``graph_path`` imported back (one step per
+    call, the readout averaged over time as the job does), and the samples."""
     module = import_from_nir(graph_path, dt=config.dt)
-    (_, test_set), _ = datasets(config, World())
     correct = count = 0
     with torch.no_grad():
         for x, y in evaluation_loader(test_set, config, World()):
@@ -117,16 +116,21 @@ def run_record(name: str, logdir: Path, bounds, repeats: int, folder: Path) -> d
               "hidden": config.hidden, "max_delay": config.max_delay,
               "delay_scale": config.delay_scale, "data_root": str(config.data_root)}}  # fmt: skip
     record["delays"] = delay_profile(model)
-    record["accuracy"] = {"trained": accuracy_of(model, config)}
+    test_set = evaluation_split(config)
+    record["accuracy"] = {"trained": accuracy_of(model, config, test_set)}
     rounded = deployed(model)
-    record["accuracy"]["rounded"] = accuracy_of(rounded, config)
+    record["accuracy"]["rounded"] = accuracy_of(rounded, config, test_set)
     for bound in bounds:
         clamped = apply_budget(rounded, DelayBudget(bound, clamp=True))
-        record["accuracy"][f"clamped_{bound}"] = accuracy_of(deployed(model, bound), config)
+        record["accuracy"][f"clamped_{bound}"] = accuracy_of(
+            deployed(model, bound), config, test_set
+        )
         record[f"clamped_synapses_{bound}"] = sum(clamped.values())
     path = folder / f"{name}.nir"
     record["graph"] = timed_export(model, torch.zeros(1, 1, 700), path, config.dt, repeats)
-    record["accuracy"]["imported_graph"], record["test_samples"] = imported_accuracy(path, config)
+    record["accuracy"]["imported_graph"], record["test_samples"] = imported_accuracy(
+        path, config, test_set
+    )
     return record
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ._introspect import named_spatial_layers
 from .distributed import World
 from .nir_exchange import DelayBudgetError, export_to_nir, require_nir
+from .nir_exchange.api import write_graph
 from .train_job.checkpoints import CHECKPOINT, load_checkpoint
 from .train_job.config import TrainConfig
 from .train_job.errors import JobError
@@ -82,12 +84,18 @@ def deployed(model: nn.Module, max_delay_steps: int | None = None) -> nn.Module:
     return target
 
 
-def accuracy_of(model: nn.Module, config: TrainConfig) -> float:
-    """The accuracy of ``model`` on the test split of the run of ``config`` (on the CPU)."""
+def evaluation_split(config: TrainConfig) -> Dataset:
+    """The test split of the run of ``config``; ValueError when its data are unreadable."""
     try:
         (_, test_set), _ = datasets(config, World())
-    except JobError as exc:  # unreadable data
+    except JobError as exc:
         raise ValueError(f"the run's test data: {_one_line(exc)}") from None
+    return test_set
+
+
+def accuracy_of(model: nn.Module, config: TrainConfig, test_set: Dataset) -> float:
+    """The accuracy of ``model`` on ``test_set`` (:func:`evaluation_split`), on the CPU, in the
+    run's batches."""
     loader = evaluation_loader(test_set, config, World())
     _, correct, count = run_epoch(model, ((x, y, 1.0) for x, y in loader), torch.device("cpu"))
     return correct / max(count, 1)
@@ -126,12 +134,13 @@ def export_run(
     if Path(out).is_dir():
         raise ValueError(f"--out {out} is a folder; give the path of the file to write")
     model, config = load_run(run)
+    test_set = evaluation_split(config)
     example = torch.zeros(1, 1, model[0].in_features)  # one step fixes every shape
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the report counts the clamped
             graph = export_to_nir(
-                model, example, out, config.dt, max_delay_steps=max_delay_steps, clamp=clamp
+                model, example, None, config.dt, max_delay_steps=max_delay_steps, clamp=clamp
             )
     except DelayBudgetError as exc:
         raise ValueError(
@@ -140,12 +149,13 @@ def export_run(
             f"them to {exc.max_steps} steps, or train with --max-delay {exc.max_steps}"
         ) from None
     accuracy = {
-        "trained": accuracy_of(model, config),
-        "rounded": accuracy_of(deployed(model), config),
+        "trained": accuracy_of(model, config, test_set),
+        "rounded": accuracy_of(deployed(model), config, test_set),
         "clamped": None,
     }
     if max_delay_steps is not None:
-        accuracy["clamped"] = accuracy_of(deployed(model, max_delay_steps), config)
+        accuracy["clamped"] = accuracy_of(deployed(model, max_delay_steps), config, test_set)
+    write_graph(graph, out, "--out")  # last: a mistake leaves the file as it was
     return {
         "out": str(out),
         "bytes": Path(out).stat().st_size,

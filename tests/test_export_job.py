@@ -18,7 +18,7 @@ from spikingjelly.activation_based import functional
 
 from sj_spatial import cli
 from sj_spatial.data import make_synthetic_shd
-from sj_spatial.export_job import accuracy_of, deployed, export_run, load_run
+from sj_spatial.export_job import accuracy_of, deployed, evaluation_split, export_run, load_run
 
 HAS_SJ_NIR = importlib.util.find_spec("spikingjelly.activation_based.nir_exchange") is not None
 
@@ -76,7 +76,7 @@ def test_export_writes_a_graph_that_computes_the_runs_model(finished_run, tmp_pa
     model, config = load_run(finished_run)
     state = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     # The run measured its test accuracy with the same model, batches and kernels.
-    assert accuracy_of(model, config) == state["history"]["test_acc"][-1]
+    assert accuracy_of(model, config, evaluation_split(config)) == state["history"]["test_acc"][-1]
     x = (torch.rand(30, 3, 700) < 0.05).float()
     imported = import_from_nir(out, dt=config.dt)
     outputs, memory = [], None
@@ -95,10 +95,11 @@ def test_export_writes_a_graph_that_computes_the_runs_model(finished_run, tmp_pa
 def test_the_report_measures_rounded_and_clamped_delays(finished_run, tmp_path, capsys):
     report = export_run(finished_run / "checkpoint.pt", tmp_path / "m.nir", 1, clamp=True)
     model, config = load_run(finished_run)
+    test_set = evaluation_split(config)
     acc = report["accuracy"]
-    assert acc["trained"] == accuracy_of(model, config)
-    assert acc["rounded"] == accuracy_of(deployed(model), config)
-    assert acc["clamped"] == accuracy_of(deployed(model, 1), config)
+    assert acc["trained"] == accuracy_of(model, config, test_set)
+    assert acc["rounded"] == accuracy_of(deployed(model), config, test_set)
+    assert acc["clamped"] == accuracy_of(deployed(model, 1), config, test_set)
     assert report["clamped"] > 0 and report["max_delay_steps"] == 1 and report["dt"] == 0.01
     assert report["bytes"] == (tmp_path / "m.nir").stat().st_size and report["nodes"] > 6
     unbounded = export_run(finished_run, tmp_path / "n.nir")
