@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,14 +50,12 @@ from yinyang import count_params, mean_interval
 from sj_spatial.baselines import FreeDelayRecurrentContainer
 from sj_spatial.distributed import World
 from sj_spatial.models import recurrent_shd_model
+from sj_spatial.train_job import Callback, CosineDecay, EpochRecord, fit
 from sj_spatial.train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
 from sj_spatial.train_job.recipe import (
-    anneal,
     build_optimizers,
     datasets,
     evaluation_loader,
-    global_means,
-    run_epoch,
     train_batches,
 )
 
@@ -138,31 +135,32 @@ def build_model(name: str, config: TrainConfig) -> nn.Module:
 
 
 def train_row(name: str, config: TrainConfig, log=print) -> dict:
-    """Train row ``name`` with the recipe of ``config``; returns its record."""
+    """Train row ``name`` with the recipe of ``config`` through the job's loop
+    (:func:`sj_spatial.train_job.loop`); returns its record."""
     world = World()
     torch.manual_seed(config.seed)
     (train_set, test_set), source = datasets(config, world)
     model = build_model(name, config)
     optimizers = build_optimizers(model, config)
-    device = torch.device("cpu")
-    test_loader = evaluation_loader(test_set, config, world)
-    test_acc, seconds = [], []
-    for epoch in range(config.epochs):
-        anneal(optimizers, config, epoch)
-        if config.augment:
-            train_set.set_epoch(epoch)
-        batches, _ = train_batches(train_set, config, world, epoch)
-        start = time.perf_counter()
-        sums = run_epoch(model, batches, device, optimizers, clip=config.clip or None)
-        seconds.append(time.perf_counter() - start)
-        _, train_acc = global_means(sums, device)
-        tests = ((x, y, 1.0) for x, y in test_loader)
-        _, acc = global_means(run_epoch(model, tests, device), device)
-        test_acc.append(acc)
-        log(
-            f"{name} seed {config.seed} epoch {epoch + 1}: train {train_acc:.3f} "
-            f"test {acc:.3f} ({seconds[-1]:.0f} s)"
-        )
+
+    class Log(Callback):
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            log(
+                f"{name} seed {config.seed} epoch {record.epoch}: train {record.train_acc:.3f} "
+                f"test {record.test_acc:.3f} ({record.seconds:.0f} s)"
+            )
+
+    records = fit(
+        model,
+        optimizers,
+        train_batches(train_set, config, world),
+        evaluation_loader(test_set, config, world),
+        epochs=config.epochs,
+        callbacks=[CosineDecay(optimizers, config.epochs), Log()],
+        clip=config.clip or None,
+    )
+    test_acc = [r.test_acc for r in records]
+    seconds = [r.seconds for r in records]
     return {
         "row": name,
         "training": training(

@@ -45,9 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from bench_layers import cpu_model
-from spikingjelly.activation_based import functional
 from torch import nn
 
 import sj_spatial
@@ -55,6 +53,8 @@ from sj_spatial import WiringCost, param_groups, prune_by_distance, prune_by_mag
 from sj_spatial.baselines import FreeDelayRecurrentContainer
 from sj_spatial.data import collate, shd_splits
 from sj_spatial.models import recurrent_shd_model
+from sj_spatial.train_job import Callback, CosineDecay, EpochRecord, fit
+from sj_spatial.train_job.recipe import run_epoch
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "structure-2026-11-28"
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)
@@ -180,37 +180,14 @@ def optimizer(model: nn.Module, args) -> torch.optim.Adam:
     if isinstance(model[1], FreeDelayRecurrentContainer):
         groups[-1]["lr"] = args.position_lr * args.delay_scale  # the timing group is last
     for group in groups:
-        group["base_lr"] = group["lr"]
+        group["initial_lr"] = group["lr"]  # what the cosine decay scales
     return torch.optim.Adam(groups)
 
 
-def anneal(opt: torch.optim.Optimizer, epoch: int, epochs: int) -> None:
-    """Cosine decay of every group's ``base_lr`` over the run, as ``sj-spatial train``."""
-    factor = 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-    for group in opt.param_groups:
-        group["lr"] = group["base_lr"] * factor
-
-
-def run_epoch(model, loader, opt=None, cost=None, clip=None) -> tuple[float, float]:
-    """One pass over ``loader``; trains when ``opt`` is given. Returns (loss, accuracy)."""
-    model.train(opt is not None)
-    total_loss = correct = count = 0
-    with torch.set_grad_enabled(opt is not None):
-        for x, y in loader:  # x: [T, N, 700]
-            logits = model(x).mean(0)
-            loss = F.cross_entropy(logits, y)
-            if opt is not None:
-                full = loss + cost() if cost is not None else loss
-                opt.zero_grad()
-                full.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-            functional.reset_net(model)
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(-1) == y).sum())
-            count += len(y)
-    return total_loss / max(count, 1), correct / max(count, 1)
+def accuracy(model: nn.Module, loader) -> float:
+    """Test accuracy of ``model`` over ``loader`` (the job's evaluation pass)."""
+    _, correct, count = run_epoch(model, loader, torch.device("cpu"))
+    return correct / max(count, 1)
 
 
 # ---------------------------------------------------------------- analysis
@@ -273,7 +250,7 @@ def pruning_curves(model, loader, seed: int, fractions=FRACTIONS) -> dict[str, l
             before = rec.weight.numel() if rec.weight_mask is None else int(rec.weight_mask.sum())
             prune(rec, fraction)
             alive = int(rec.weight_mask.sum())
-            _, acc = run_epoch(pruned, loader)
+            acc = accuracy(pruned, loader)
             metrics = structure(pruned, seed)
             rows.append(
                 {
@@ -304,30 +281,44 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     test_loader = torch.utils.data.DataLoader(test_set, args.batch_size, collate_fn=collate)
     history = [{"epoch": 0, **specialisation(model, args.seed), **_short(model, args.seed)}]
     t0 = time.perf_counter()
-    for epoch in range(args.epochs):
+
+    def batches(epoch: int) -> torch.utils.data.DataLoader:
         shuffle = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(
+        return torch.utils.data.DataLoader(
             train_set, args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate
         )
-        anneal(opt, epoch, args.epochs)
-        train_loss, train_acc = run_epoch(model, loader, opt, cost, args.clip)
-        test_loss, test_acc = run_epoch(model, test_loader)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            **specialisation(model, args.seed),
-            **_short(model, args.seed),
-        }
-        history.append(row)
-        print(
-            f"[{config.name}] epoch {epoch + 1}: train {train_acc:.3f} test {test_acc:.3f} "
-            f"r2 {row.get('r2', math.nan):.3f} Q {row.get('modularity', math.nan):.3f} "
-            f"({time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
+
+    class Track(Callback):
+        """Structure and specialisation after every epoch, into ``history``."""
+
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            row = {
+                "epoch": record.epoch,
+                "train_loss": record.train_loss,
+                "train_acc": record.train_acc,
+                "test_loss": record.test_loss,
+                "test_acc": record.test_acc,
+                **specialisation(model, args.seed),
+                **_short(model, args.seed),
+            }
+            history.append(row)
+            print(
+                f"[{config.name}] epoch {record.epoch}: train {record.train_acc:.3f} test "
+                f"{record.test_acc:.3f} r2 {row.get('r2', math.nan):.3f} Q "
+                f"{row.get('modularity', math.nan):.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+
+    fit(
+        model,
+        [opt],
+        batches,
+        test_loader,
+        epochs=args.epochs,
+        callbacks=[CosineDecay([opt], args.epochs), Track()],
+        cost=cost,
+        clip=args.clip or None,
+    )
     seconds = time.perf_counter() - t0
     record = {
         "config": asdict(config),

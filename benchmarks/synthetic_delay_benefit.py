@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
 from torch.utils.data import DataLoader
 
 from sj_spatial import NeuronPositions, SpatialDelayLinear
 from sj_spatial.data import SHD, collate, ensure_synthetic_shd
+from sj_spatial.train_job import Callback, EpochRecord, fit
 
 
 def make_model(kind: str, hidden: int, max_delay: int, delay_scale: float) -> nn.Module:
@@ -53,23 +53,6 @@ def make_model(kind: str, hidden: int, max_delay: int, delay_scale: float) -> nn
     )
 
 
-def run_epoch(model, loader, optimizer=None) -> float:
-    """One pass over ``loader`` (training when an optimizer is given); returns accuracy."""
-    correct = total = 0
-    for frames, labels in loader:  # frames: [T, N, 700]
-        with torch.set_grad_enabled(optimizer is not None):
-            logits = model(frames).mean(0)
-            if optimizer is not None:
-                loss = F.cross_entropy(logits, labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        functional.reset_net(model)
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
-    return correct / total
-
-
 def train(kind: str, args, train_set, test_set) -> float:
     torch.manual_seed(args.seed)
     model = make_model(kind, args.hidden, args.max_delay, args.delay_scale)
@@ -88,17 +71,24 @@ def train(kind: str, args, train_set, test_set) -> float:
     )
     test_loader = DataLoader(test_set, 256, collate_fn=collate)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        train_acc = run_epoch(model, train_loader, optimizer)
-        model.eval()
-        test_acc = run_epoch(model, test_loader)
-        print(
-            f"{kind:8s} epoch {epoch:2d}: train {train_acc:.3f}  test {test_acc:.3f}  "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
-    return test_acc
+
+    class Print(Callback):
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            print(
+                f"{kind:8s} epoch {record.epoch:2d}: train {record.train_acc:.3f}  test "
+                f"{record.test_acc:.3f}  ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+
+    records = fit(
+        model,
+        [optimizer],
+        lambda epoch: train_loader,  # one shuffle generator for the whole run
+        test_loader,
+        epochs=args.epochs,
+        callbacks=[Print()],
+    )
+    return records[-1].test_acc
 
 
 def main() -> None:

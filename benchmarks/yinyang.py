@@ -59,6 +59,7 @@ from sj_spatial import NeuronPositions, SpatialDelayLinear, param_groups
 from sj_spatial.baselines import FreeDelayLinear
 from sj_spatial.data.yinyang import NUM_CHANNELS, NUM_CLASSES, make_yinyang, ttfs_encode
 from sj_spatial.models import ExponentialSynapse
+from sj_spatial.train_job import Callback, EpochRecord, fit
 
 VARIANTS = ("spatial", "fixed", "none", "free")
 READOUT_BIAS = ("uniform", "zero")
@@ -241,25 +242,49 @@ def train(cfg: Config, log=print) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     best = {"val_acc": -1.0}
     history = []
-    for epoch in range(1, cfg.epochs + 1):
+
+    def epoch_batches(epoch: int):
         order = torch.randperm(cfg.train_size, generator=generator)
-        total = 0.0
         for b in range(batches):
             idx = order[b * cfg.batch : (b + 1) * cfg.batch]
-            loss = F.cross_entropy(logits(model, train_x[:, idx], cfg.readout), train_y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            yield train_x[:, idx], train_y[idx]
+
+    val_batches = [
+        (val_x[:, i : i + 1000], val_y[i : i + 1000]) for i in range(0, len(val_y), 1000)
+    ]
+
+    def predict(output: torch.Tensor) -> torch.Tensor:
+        return READOUTS[cfg.readout](output, dim=0)
+
+    class Track(Callback):
+        """The per-batch cosine schedule; the history and the best epoch's state."""
+
+        def on_step_end(self) -> None:
             schedule.step()
-            total += loss.item() * idx.numel()
-        val_acc = accuracy(model, val_x, val_y, readout=cfg.readout)
-        history.append({"epoch": epoch, "train_loss": total / cfg.train_size, "val_acc": val_acc})
-        log(
-            f"{cfg.tag} seed {cfg.seed} epoch {epoch}: loss {history[-1]['train_loss']:.4f} "
-            f"val {val_acc:.4f}"
-        )
-        if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            nonlocal best
+            history.append(
+                {"epoch": record.epoch, "train_loss": record.train_loss, "val_acc": record.test_acc}
+            )
+            log(
+                f"{cfg.tag} seed {cfg.seed} epoch {record.epoch}: loss {record.train_loss:.4f} "
+                f"val {record.test_acc:.4f}"
+            )
+            if record.test_acc > best["val_acc"]:
+                state = copy.deepcopy(model.state_dict())
+                best = {"val_acc": record.test_acc, "epoch": record.epoch, "state": state}
+
+    fit(
+        model,
+        [optimizer],
+        epoch_batches,
+        val_batches,
+        epochs=cfg.epochs,
+        loss_fn=lambda output, y: F.cross_entropy(predict(output), y),
+        predict=predict,
+        callbacks=[Track()],
+    )
     model.load_state_dict(best["state"])
     return {
         "variant": cfg.variant,

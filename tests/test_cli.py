@@ -20,7 +20,7 @@ from sj_spatial import cli
 from sj_spatial._rng import rng_state, set_rng_state
 from sj_spatial.backends import cupy_missing
 from sj_spatial.data import make_synthetic_shd
-from sj_spatial.train_job import fit as fit_module
+from sj_spatial.train_job import loop
 from sj_spatial.train_job.checkpoints import save_checkpoint
 from sj_spatial.train_job.config import TrainConfig
 
@@ -184,7 +184,7 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_p
 
     # Interrupt the same run while it trains epoch 2 (the third pass: train, test, train).
     calls = []
-    run_epoch = fit_module.run_epoch
+    run_epoch = loop.run_epoch
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -193,11 +193,11 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_shd, tmp_p
         return run_epoch(*args, **kwargs)
 
     logdir = tmp_path / "resumed"
-    monkeypatch.setattr(fit_module, "run_epoch", interrupted)
+    monkeypatch.setattr(loop, "run_epoch", interrupted)
     with pytest.raises(SystemExit) as exc:
         run([*options, "--logdir", str(logdir)], monkeypatch, tmp_path)
     assert exc.value.code == 130
-    monkeypatch.setattr(fit_module, "run_epoch", run_epoch)
+    monkeypatch.setattr(loop, "run_epoch", run_epoch)
     assert torch.load(logdir / "checkpoint.pt", weights_only=True)["epoch"] == 0
     torch.manual_seed(123)  # the resumed run restores the random state it saved
     run([*options, "--logdir", str(logdir), "--resume"], monkeypatch, tmp_path)

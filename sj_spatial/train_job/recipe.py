@@ -31,6 +31,13 @@ from .errors import JobError
 Batch = tuple[torch.Tensor, torch.Tensor, float] | tuple[torch.Tensor, torch.Tensor]
 #: ``loss_fn(output [T, N, classes], labels [N]) -> loss``, a scalar tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``predict(output [T, N, classes]) -> logits [N, classes]``, whose argmax is the class.
+Predict = Callable[[torch.Tensor], torch.Tensor]
+
+
+def time_mean(output: torch.Tensor) -> torch.Tensor:
+    """The recipe's logits: the readout averaged over time."""
+    return output.mean(0)
 
 
 def readout_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -159,10 +166,11 @@ def train_step(
     chunk: int | None = None,
     exact: bool = False,
     loss_fn: LossFn = readout_loss,
+    predict: Predict = time_mean,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch: ``share * loss_fn(model(x), y) + cost``, backward
     (DDP averages the gradients over the ranks), clipping, step. Returns (logits, loss),
-    the logits the output averaged over time.
+    the logits ``predict(output)``.
 
     ``chunk``: backpropagate through time in chunks of that many steps, truncated
     (:func:`~sj_spatial.truncated_bptt`) or, with ``exact``, recomputed
@@ -183,7 +191,7 @@ def train_step(
         loss = loss_fn(out, y)
         if cost is not None:
             cost().backward()
-    logits = out.mean(0)
+    logits = predict(out)
     if clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     for opt in optimizers:
@@ -201,10 +209,14 @@ def run_epoch(
     clip: float | None = None,
     chunks: tuple[int, bool] | None = None,
     loss_fn: LossFn = readout_loss,
+    predict: Predict = time_mean,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[float, int, int]:
     """One pass over ``(x, y, share)`` (or ``(x, y)``) batches; trains when
-    ``optimizers`` are given (``chunks``: ``(steps, exact)`` of :func:`train_step`), and
-    updates a tqdm ``progress`` bar. Returns this rank's (summed loss, correct, count)."""
+    ``optimizers`` are given (``chunks``: ``(steps, exact)`` of :func:`train_step`;
+    ``on_step()`` after every optimiser step), and updates a tqdm ``progress`` bar.
+    Returns this rank's (summed loss, correct, count), a hit being an argmax of
+    ``predict(output)`` equal to the label."""
     model.train(optimizers is not None)
     total_loss = correct = count = 0
     with torch.set_grad_enabled(optimizers is not None):
@@ -213,12 +225,14 @@ def run_epoch(
             x, y = x.to(device), y.to(device)
             if optimizers is None:
                 out = model(x)
-                logits, loss = out.mean(0), loss_fn(out, y)
+                logits, loss = predict(out), loss_fn(out, y)
             else:
                 chunk, exact = chunks or (None, False)
                 logits, loss = train_step(
-                    model, x, y, optimizers, cost, clip, share, chunk, exact, loss_fn
+                    model, x, y, optimizers, cost, clip, share, chunk, exact, loss_fn, predict
                 )
+                if on_step is not None:
+                    on_step()
             functional.reset_net(model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(-1) == y).sum())

@@ -35,7 +35,7 @@ from .checks import (
 )
 from .config import TrainConfig
 from .errors import JobError
-from .fit import Callback, CosineDecay, EpochRecord, fit
+from .loop import Callback, CosineDecay, EpochRecord, fit
 from .recipe import (
     LossFn,
     build_model,

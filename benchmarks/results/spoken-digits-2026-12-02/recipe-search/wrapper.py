@@ -12,7 +12,9 @@ each sample keeps each input spike with a probability drawn from ``[q, 1]``),
 hidden spikes before the readout, one mask per sample for all time steps),
 ``fmask=F`` and ``tmask=K`` (in training, each sample loses a band of up to F adjacent
 input channels and a span of up to K time steps, as SpecAugment masks a spectrogram),
-``threads=n``. The run's files go to ``runs/NAME``.
+``threads=n``. The run's files go to ``runs/NAME``. The variations are the job's own
+extension points (``sj_spatial.train_job.train``'s model, optimiser and data factories and
+its loss), not changes to its modules.
 """
 
 import functools
@@ -23,10 +25,10 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 
-import sj_spatial.train_job.recipe as RECIPE
-import sj_spatial.train_job.run as RUN
+from sj_spatial.data import AugmentedSHD
 from sj_spatial.models import recurrent_shd_model
 from sj_spatial.positions import param_groups
+from sj_spatial.train_job import recipe, train
 from sj_spatial.train_job.config import TrainConfig
 
 name = sys.argv[1]
@@ -149,29 +151,26 @@ def build_model(config):
     return m
 
 
-RUN.build_model = build_model
+def build_optimizers(model, config):
+    """The recipe's Adam, or with ``wd`` AdamW with weight decay on the weights only."""
+    if not wd:
+        return recipe.build_optimizers(model, config)
+    groups = param_groups(model, config.lr, config.position_lr)
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    for g in groups[1:]:
+        g["weight_decay"] = 0.0
+    return [torch.optim.AdamW(groups, weight_decay=wd)]
+
+
+def loss_fn(output, y):
+    """The recipe's loss, with ``smooth`` label smoothing."""
+    return nn.functional.cross_entropy(output.mean(0), y, label_smoothing=smooth)
+
+
+augmentation = AugmentedSHD
 if max_shift is not None:
-    RECIPE.AugmentedSHD = functools.partial(RECIPE.AugmentedSHD, max_shift=int(max_shift))
-if smooth:
-
-    class _F:
-        def __getattr__(self, k):
-            return getattr(nn.functional, k)
-
-        @staticmethod
-        def cross_entropy(x, y):
-            return nn.functional.cross_entropy(x, y, label_smoothing=smooth)
-
-    RECIPE.F = _F()
-if wd:
-
-    def build_optimizers(model, config):
-        groups = param_groups(model, config.lr, config.position_lr)
-        for g in groups[1:]:
-            g["weight_decay"] = 0.0
-        return [torch.optim.AdamW(groups, weight_decay=wd)]
-
-    RUN.build_optimizers = build_optimizers
+    augmentation = functools.partial(AugmentedSHD, max_shift=int(max_shift))
 print(
     name,
     cfg,
@@ -188,4 +187,10 @@ print(
     tmask,
     flush=True,
 )
-RUN.train(cfg)
+train(
+    cfg,
+    model_factory=build_model,
+    optimizer_factory=build_optimizers,
+    data_factory=functools.partial(recipe.datasets, augmentation=augmentation),
+    loss_fn=loss_fn,
+)

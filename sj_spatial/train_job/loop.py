@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..cost import WiringCost
-from .recipe import Batch, LossFn, global_means, readout_loss, run_epoch
+from .recipe import Batch, LossFn, Predict, global_means, readout_loss, run_epoch, time_mean
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Callback:
 
     def on_epoch_start(self, epoch: int) -> None:
         """Before the training pass of ``epoch`` (counted from 0)."""
+
+    def on_step_end(self) -> None:
+        """After every optimiser step (a per-step learning-rate schedule)."""
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         """After the evaluation of ``record.epoch`` (counted from 1)."""
@@ -76,6 +79,7 @@ def fit(
     *,
     epochs: int,
     loss_fn: LossFn = readout_loss,
+    predict: Predict = time_mean,
     callbacks: Sequence[Callback] = (),
     start_epoch: int = 0,
     device: torch.device | str = "cpu",
@@ -93,8 +97,8 @@ def fit(
     - ``test_batches``: an iterable of ``(x, y)`` that can be iterated every epoch (a
       ``DataLoader``), or a function returning one.
     - ``loss_fn(output, y)``: the loss of the model's output ``[T, N, classes]``; by
-      default the cross-entropy of the time-averaged readout. Accuracy counts the argmax
-      of ``output.mean(0)``.
+      default the cross-entropy of the time-averaged readout. ``predict(output)``: the
+      logits whose argmax accuracy counts (default: ``output.mean(0)``).
     - ``cost``: a wiring cost added to the loss; ``clip``: gradient-norm clipping;
       ``chunks``: ``(steps, exact)`` of backpropagation through time in chunks.
     - ``trained``: the module the training pass calls (a ``DistributedDataParallel``
@@ -103,6 +107,10 @@ def fit(
       ``set_postfix(...)`` (a tqdm bar) for the training pass, or None.
     """
     device = torch.device(device)
+    step_hooks = [
+        c for c in callbacks if getattr(type(c), "on_step_end", None) is not Callback.on_step_end
+    ]
+    on_step = (lambda: [c.on_step_end() for c in step_hooks]) if step_hooks else None
     records = []
     for epoch in range(start_epoch, epochs):
         for callback in callbacks:
@@ -112,12 +120,22 @@ def fit(
         start = time.perf_counter()
         with progress(epoch, steps) if progress else _NoBar() as bar:
             sums = run_epoch(
-                trained or model, batches, device, optimizers, cost, bar, clip, chunks, loss_fn
+                trained or model,
+                batches,
+                device,
+                optimizers,
+                cost,
+                bar,
+                clip,
+                chunks,
+                loss_fn,
+                predict,
+                on_step,
             )
         seconds = time.perf_counter() - start
         train_loss, train_acc = global_means(sums, device)
         tests = test_batches() if callable(test_batches) else test_batches
-        test_sums = run_epoch(model, _weighted(tests), device, loss_fn=loss_fn)
+        test_sums = run_epoch(model, _weighted(tests), device, loss_fn=loss_fn, predict=predict)
         test_loss, test_acc = global_means(test_sums, device)
         record = EpochRecord(epoch + 1, train_loss, train_acc, test_loss, test_acc, seconds)
         records.append(record)
