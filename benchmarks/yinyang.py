@@ -259,7 +259,7 @@ def train(cfg: Config, log=print) -> dict:
     class Track(Callback):
         """The per-batch cosine schedule; the history and the best epoch's state."""
 
-        def on_step_end(self) -> None:
+        def on_step_end(self, loss: float) -> None:
             schedule.step()
 
         def on_epoch_end(self, record: EpochRecord) -> None:

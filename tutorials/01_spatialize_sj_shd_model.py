@@ -33,16 +33,15 @@
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
 
 from sj_spatial import SpatialDelayLinear, param_groups, spatialize
 from sj_spatial.data import collate, shd_splits
+from sj_spatial.train_job import Callback, EpochRecord, fit
 
 # %% [markdown]
 # ## Settings
@@ -195,25 +194,14 @@ for name, p in spatial_model.named_parameters():
 # %% [markdown]
 # ## Training
 #
-# The same loop for both: cross-entropy of the readout averaged over time,
-# `functional.reset_net` after every batch (it clears the neurons and the spatial layers'
-# delay memories). Seeding before each run gives both models the same batch order and
-# dropout masks.
+# The same training for both, through `sj_spatial.train_job.fit`, the epoch loop of the
+# project's own job: the cross-entropy of the readout averaged over time, one Adam step
+# per batch, `functional.reset_net` after every batch (it clears the neurons and the
+# spatial layers' delay memories), and a test pass after every epoch. Seeding before each
+# run gives both models the same batch order and dropout masks.
 
 
 # %%
-def evaluate(model: nn.Module, dataset) -> float:
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, BATCH_SIZE, collate_fn=collate)
-    correct = 0
-    with torch.no_grad():
-        for x, y in loader:
-            logits = model(x.to(DEVICE)).mean(0)
-            functional.reset_net(model)
-            correct += int((logits.argmax(-1).cpu() == y).sum())
-    return correct / len(dataset)
-
-
 def train(model: nn.Module, name: str) -> dict:
     model.to(DEVICE)
     torch.manual_seed(SEED)
@@ -225,28 +213,28 @@ def train(model: nn.Module, name: str) -> dict:
         collate_fn=collate,
         generator=torch.Generator().manual_seed(SEED),
     )
-    seconds, accuracies = [], []
-    for epoch in range(EPOCHS):
-        model.train()
-        start, total, count = time.perf_counter(), 0.0, 0
-        for x, y in loader:
-            x, y = x.to(DEVICE), y.to(DEVICE)
-            loss = F.cross_entropy(model(x).mean(0), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            functional.reset_net(model)
-            total, count = total + loss.item() * len(y), count + len(y)
-        seconds.append(time.perf_counter() - start)
-        accuracies.append(evaluate(model, test_set))
-        print(
-            f"{name}: epoch {epoch + 1}/{EPOCHS} train loss {total / count:.3f}, "
-            f"test accuracy {accuracies[-1]:.3f} ({seconds[-1]:.1f} s)"
-        )
+    test_loader = torch.utils.data.DataLoader(test_set, BATCH_SIZE, collate_fn=collate)
+
+    class Report(Callback):
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            print(
+                f"{name}: epoch {record.epoch}/{EPOCHS} train loss {record.train_loss:.3f}, "
+                f"test accuracy {record.test_acc:.3f} ({record.seconds:.1f} s)"
+            )
+
+    records = fit(
+        model,
+        [optimizer],
+        lambda epoch: loader,  # one shuffle generator for the whole run
+        test_loader,
+        epochs=EPOCHS,
+        device=DEVICE,
+        callbacks=[Report()],
+    )
     return {
-        "test_accuracy": accuracies[-1],
-        "test_accuracy_per_epoch": accuracies,
-        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "test_accuracy": records[-1].test_acc,
+        "test_accuracy_per_epoch": [r.test_acc for r in records],
+        "seconds_per_epoch": sum(r.seconds for r in records) / len(records),
     }
 
 

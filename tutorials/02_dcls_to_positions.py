@@ -32,7 +32,6 @@
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -43,6 +42,7 @@ from torch import nn
 
 from sj_spatial import NeuronPositions, SpatialDelayLinear
 from sj_spatial.data import collate, shd_splits
+from sj_spatial.train_job import Callback, EpochRecord, fit
 
 # %% [markdown]
 # ## Settings
@@ -278,7 +278,10 @@ for name, model in (("DCLS", dcls_model), ("positions", spatial_model)):
 # SNN-delays' loss: the readout's softmax summed over time, fed to cross-entropy. Two
 # Adams per model (weights, delay parameters). After every DCLS step its positions are
 # clamped to the kernel and `SIG` follows its schedule (per batch here, so that one quick
-# epoch also reaches the final width).
+# epoch also reaches the final width). Both train through `sj_spatial.train_job.fit`, the
+# project's epoch loop: the loss and the class scores are its `loss_fn` and `predict`,
+# DCLS's schedule a callback after every step. Times per epoch cover the whole training
+# pass (batches loaded, forward, backward, steps).
 
 
 # %%
@@ -289,9 +292,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-def loss_and_correct(v_seq: torch.Tensor, y: torch.Tensor):
-    scores = v_seq.softmax(-1).sum(0)
-    return F.cross_entropy(scores, y), int((scores.argmax(-1) == y).sum())
+def scores(v_seq: torch.Tensor) -> torch.Tensor:
+    """SNN-delays' class scores: the readout's softmax summed over time."""
+    return v_seq.softmax(-1).sum(0)
+
+
+def loss_fn(v_seq: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(scores(v_seq), y)
 
 
 def evaluate(model: nn.Module, dataset) -> float:
@@ -300,14 +307,24 @@ def evaluate(model: nn.Module, dataset) -> float:
     correct = 0
     with torch.no_grad():
         for x, y in loader:
-            correct += loss_and_correct(model(x.to(DEVICE)), y.to(DEVICE))[1]
+            correct += int((scores(model(x.to(DEVICE))).argmax(-1) == y.to(DEVICE)).sum())
             functional.reset_net(model)
     return correct / len(dataset)
 
 
-def synchronize():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
+class SigmaSchedule(Callback):
+    """DCLS's kernel width after every step: clamped positions, ``SIG`` shrinking
+    geometrically from ``SIG_START`` to ``SIG_END`` over the first quarter of the steps."""
+
+    def __init__(self, model: DelaySNN, steps: int):
+        self.synapses, self.shrink_steps, self.step = model.synapses, max(1, steps // 4), 0
+
+    def on_step_end(self, loss: float) -> None:
+        self.step += 1
+        sig = SIG_START * (SIG_END / SIG_START) ** min(1.0, self.step / self.shrink_steps)
+        for synapse in self.synapses:
+            synapse.conv.clamp_parameters()
+            synapse.conv.SIG.data.fill_(sig)
 
 
 def train(model: DelaySNN, name: str, epochs: int = EPOCHS) -> dict:
@@ -328,40 +345,33 @@ def train(model: DelaySNN, name: str, epochs: int = EPOCHS) -> dict:
         collate_fn=collate,
         generator=torch.Generator().manual_seed(SEED),
     )
-    shrink_steps = max(1, epochs * len(loader) // 4)
-    batch_seconds, step, accuracies = [], 0, []
-    for epoch in range(epochs):
-        model.train()
-        for x, y in loader:
-            x, y = x.to(DEVICE), y.to(DEVICE)
-            synchronize()
-            start = time.perf_counter()
-            loss = loss_and_correct(model(x), y)[0]
-            for opt in optimizers:
-                opt.zero_grad()
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            functional.reset_net(model)
-            synchronize()
-            batch_seconds.append(time.perf_counter() - start)
-            step += 1
-            if is_dcls:
-                sig = SIG_START * (SIG_END / SIG_START) ** min(1.0, step / shrink_steps)
-                for synapse in model.synapses:
-                    synapse.conv.clamp_parameters()
-                    synapse.conv.SIG.data.fill_(sig)
-        accuracies.append(evaluate(model, test_set))
-        print(
-            f"{name}: epoch {epoch + 1}/{epochs} last loss {loss.item():.3f}, "
-            f"test accuracy {accuracies[-1]:.3f}"
-        )
-    timed = batch_seconds[1:] or batch_seconds  # the first batch includes warm-up
+    test_loader = torch.utils.data.DataLoader(test_set, BATCH_SIZE, collate_fn=collate)
+
+    class Report(Callback):
+        def on_epoch_end(self, record: EpochRecord) -> None:
+            print(
+                f"{name}: epoch {record.epoch}/{epochs} train loss {record.train_loss:.3f}, "
+                f"test accuracy {record.test_acc:.3f}"
+            )
+
+    schedule = [SigmaSchedule(model, epochs * len(loader))] if is_dcls else []
+    records = fit(
+        model,
+        optimizers,
+        lambda epoch: loader,  # one shuffle generator for the whole run
+        test_loader,
+        epochs=epochs,
+        loss_fn=loss_fn,
+        predict=scores,
+        device=DEVICE,
+        callbacks=[*schedule, Report()],
+    )
+    seconds = [r.seconds for r in records]
     return {
-        "test_accuracy": accuracies[-1],
-        "test_accuracy_per_epoch": accuracies,
-        "ms_per_batch": 1e3 * sum(timed) / len(timed),
-        "seconds_per_epoch": sum(batch_seconds) / epochs,
+        "test_accuracy": records[-1].test_acc,
+        "test_accuracy_per_epoch": [r.test_acc for r in records],
+        "ms_per_batch": 1e3 * sum(seconds) / (epochs * len(loader)),
+        "seconds_per_epoch": sum(seconds) / epochs,
     }
 
 

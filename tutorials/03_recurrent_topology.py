@@ -32,13 +32,11 @@ import argparse
 import copy
 import os
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import pyplot as plt
 from spikingjelly.activation_based import functional
 
@@ -53,6 +51,7 @@ from sj_spatial import (
 from sj_spatial.callbacks import TopologyLogger, position_figure
 from sj_spatial.data import collate, shd_splits
 from sj_spatial.models import recurrent_shd_model
+from sj_spatial.train_job import Callback, EpochRecord, fit
 
 if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")  # a script writes the figures to files; a notebook also shows them
@@ -186,7 +185,9 @@ before, before_snapshot = structure(model), snapshot(model)
 # `strength * sum |w_ji| * d_ji`; adding it to the loss makes long synapses expensive.
 # `TopologyLogger` writes, for the recurrent layer, every metric of `topology.analyze`,
 # histograms of delays, distances and weights, and an image of the neurons in the plane
-# coloured by community. We log before training and after every epoch.
+# coloured by community. We log before training and after every epoch, from a callback of
+# `sj_spatial.train_job.fit` (the project's epoch loop; `cost=` adds the wiring cost to
+# every step's loss).
 
 # %%
 optimizer = torch.optim.Adam(param_groups(model, LR, POSITION_LR))
@@ -215,29 +216,41 @@ loader = torch.utils.data.DataLoader(
     collate_fn=collate,
     generator=torch.Generator().manual_seed(SEED),
 )
-step = 0
-for epoch in range(EPOCHS):
-    model.train()
-    start = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(DEVICE), y.to(DEVICE)
-        task = F.cross_entropy(model(x).mean(0), y)
-        wiring = cost()
-        optimizer.zero_grad()
-        (task + wiring).backward()
-        optimizer.step()
-        functional.reset_net(model)
-        step += 1
-        logger.writer.add_scalar("train/loss", task.item(), step)
-        logger.writer.add_scalar("train/wiring_cost", wiring.item(), step)
-    accuracy = evaluate(model, test_set)
-    logger.writer.add_scalar("test/accuracy", accuracy, step)
-    logger.log(step)
-    print(
-        f"epoch {epoch + 1}/{EPOCHS}: task loss {task.item():.3f}, wiring cost "
-        f"{wiring.item():.3f}, test accuracy {accuracy:.3f} "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
+test_loader = torch.utils.data.DataLoader(test_set, BATCH_SIZE, collate_fn=collate)
+
+
+class Watch(Callback):
+    """Per step the task loss and the wiring cost; per epoch the test accuracy and the
+    topology (TensorBoard), and a line."""
+
+    step = 0
+
+    def on_step_end(self, loss: float) -> None:
+        self.step += 1
+        logger.writer.add_scalar("train/loss", loss, self.step)
+        logger.writer.add_scalar("train/wiring_cost", cost().item(), self.step)
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        logger.writer.add_scalar("test/accuracy", record.test_acc, self.step)
+        logger.log(self.step)
+        print(
+            f"epoch {record.epoch}/{EPOCHS}: task loss {record.train_loss:.3f}, wiring cost "
+            f"{cost().item():.3f}, test accuracy {record.test_acc:.3f} "
+            f"({record.seconds:.1f} s)"
+        )
+
+
+records = fit(
+    model,
+    [optimizer],
+    lambda epoch: loader,  # one shuffle generator for the whole run
+    test_loader,
+    epochs=EPOCHS,
+    device=DEVICE,
+    cost=cost,  # added to the task loss of every step
+    callbacks=[Watch()],
+)
+accuracy = records[-1].test_acc
 logger.close()
 print(f"TensorBoard: tensorboard --logdir {logdir}")
 

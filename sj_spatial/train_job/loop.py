@@ -44,8 +44,9 @@ class Callback:
     def on_epoch_start(self, epoch: int) -> None:
         """Before the training pass of ``epoch`` (counted from 0)."""
 
-    def on_step_end(self) -> None:
-        """After every optimiser step (a per-step learning-rate schedule)."""
+    def on_step_end(self, loss: float) -> None:
+        """After every optimiser step, with that batch's ``loss_fn`` value (a per-step
+        schedule, per-step logging)."""
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         """After the evaluation of ``record.epoch`` (counted from 1)."""
@@ -110,7 +111,7 @@ def fit(
     step_hooks = [
         c for c in callbacks if getattr(type(c), "on_step_end", None) is not Callback.on_step_end
     ]
-    on_step = (lambda: [c.on_step_end() for c in step_hooks]) if step_hooks else None
+    on_step = (lambda loss: [c.on_step_end(loss) for c in step_hooks]) if step_hooks else None
     records = []
     for epoch in range(start_epoch, epochs):
         for callback in callbacks:

@@ -210,11 +210,11 @@ def run_epoch(
     chunks: tuple[int, bool] | None = None,
     loss_fn: LossFn = readout_loss,
     predict: Predict = time_mean,
-    on_step: Callable[[], None] | None = None,
+    on_step: Callable[[float], None] | None = None,
 ) -> tuple[float, int, int]:
     """One pass over ``(x, y, share)`` (or ``(x, y)``) batches; trains when
     ``optimizers`` are given (``chunks``: ``(steps, exact)`` of :func:`train_step`;
-    ``on_step()`` after every optimiser step), and updates a tqdm ``progress`` bar.
+    ``on_step(loss)`` after every optimiser step, with that batch's loss), and updates a tqdm ``progress`` bar.
     Returns this rank's (summed loss, correct, count), a hit being an argmax of
     ``predict(output)`` equal to the label."""
     model.train(optimizers is not None)
@@ -232,7 +232,7 @@ def run_epoch(
                     model, x, y, optimizers, cost, clip, share, chunk, exact, loss_fn, predict
                 )
                 if on_step is not None:
-                    on_step()
+                    on_step(loss.item())
             functional.reset_net(model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(-1) == y).sum())
