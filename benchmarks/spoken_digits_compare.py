@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 from bench_layers import machine_info
+from seeding import draw_like_positions
 from torch import nn
 from yinyang import count_params, mean_interval
 
@@ -122,6 +123,7 @@ def build_model(name: str, config: TrainConfig) -> nn.Module:
     if name in ("rec-none", "rec-fixed"):
         model[1].positions.requires_grad_(False)
     if name == "rec-free":
+        draw_like_positions(config.hidden)  # the draws of the records (seeding.py)
         model[1] = FreeDelayRecurrentContainer(
             model[1].sub_module,
             config.hidden,

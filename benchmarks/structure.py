@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_layers import cpu_model
+from seeding import draw_like_positions
 from torch import nn
 
 import sj_spatial
@@ -143,6 +144,7 @@ def build_model(config: Config, args) -> nn.Sequential:
     if config.kind == "none" or config.fixed_positions:
         rec.positions.positions.requires_grad_(False)
     if config.kind == "free":
+        draw_like_positions(args.hidden)  # the draws of the records (seeding.py)
         free = FreeDelayRecurrentContainer(
             rec.sub_module, args.hidden, bias=False, step_mode="m", max_delay=args.max_delay
         )

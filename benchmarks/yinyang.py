@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_layers import machine_info
+from seeding import draw_like_positions
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
@@ -146,10 +147,10 @@ def _synapses(cfg: Config) -> tuple[nn.Module, nn.Module]:
         )
     if cfg.variant == "free":
         kw = dict(step_mode="m", max_delay=cfg.max_delay, init_max=2.0 * cfg.delay_scale)
-        return (
-            FreeDelayLinear(NUM_CHANNELS, h, bias=False, **kw),
-            FreeDelayLinear(h, NUM_CLASSES, **kw),
-        )
+        draw_like_positions(NUM_CHANNELS, h)  # the draws of the records (seeding.py)
+        first = FreeDelayLinear(NUM_CHANNELS, h, bias=False, **kw)
+        draw_like_positions(h, NUM_CLASSES)
+        return first, FreeDelayLinear(h, NUM_CLASSES, **kw)
     hidden = NeuronPositions(h, cfg.dim)
     kw = dict(step_mode="m", dim=cfg.dim, max_delay=cfg.max_delay, delay_scale=cfg.delay_scale)
     first = SpatialDelayLinear(NUM_CHANNELS, h, bias=False, post_positions=hidden, **kw)

@@ -16,17 +16,10 @@ from torch import nn
 from ._checks import check_finite, check_float
 from .layers import (
     DEFAULT_MAX_DELAY,
+    DelayOptions,
     _DelayedLinear,
     _DelayedRecurrentContainer,
 )
-
-
-def _draw_like_positions(*num_neurons: int) -> None:
-    """Draw, and drop, the random numbers that ``dim=1`` positions of these populations
-    would take, so that a seed gives a free-delay layer the weights of the spatial layer
-    of the same shape with ``dim=1``."""
-    for n in num_neurons:
-        torch.empty(n, 1).uniform_(-1.0, 1.0)
 
 
 class _FreeDelays:
@@ -47,7 +40,7 @@ class _FreeDelays:
         return torch.clamp(delay, 0.0, float(self.max_delay))
 
     def extra_repr(self) -> str:
-        return super().extra_repr().replace(", dim=1, delay_scale=1.0", "") + ", free delays"
+        return super().extra_repr() + ", free delays"
 
 
 class FreeDelayLinear(_FreeDelays, _DelayedLinear):
@@ -71,10 +64,8 @@ class FreeDelayLinear(_FreeDelays, _DelayedLinear):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        self._init_sizes(
-            in_features, out_features, step_mode, 1, max_delay, 1.0, delay_mode, backend
-        )
-        _draw_like_positions(in_features, out_features)
+        options = DelayOptions(backend, max_delay, None, None, delay_mode)
+        self._init_sizes(in_features, out_features, step_mode, options)
         self._init_weights(bias)
         self._init_delays(out_features, in_features, init_max)
 
@@ -99,9 +90,7 @@ class FreeDelayRecurrentContainer(_FreeDelays, _DelayedRecurrentContainer):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        self._init_sizes(
-            sub_module, num_features, step_mode, 1, max_delay, 1.0, delay_mode, backend
-        )
-        _draw_like_positions(num_features)
+        options = DelayOptions(backend, max_delay, None, None, delay_mode)
+        self._init_sizes(sub_module, num_features, step_mode, options)
         self._init_weights(bias)
         self._init_delays(num_features, num_features, init_max)

@@ -7,6 +7,7 @@ The modules hold parameters and memories only; the computation lives in
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields, replace
 
 import torch
 from spikingjelly.activation_based import base, layer
@@ -48,61 +49,102 @@ def _check_batch(name: str, history: torch.Tensor | None, x: torch.Tensor, batch
         )
 
 
+@dataclass(frozen=True)
+class DelayOptions:
+    """The delay options of a layer, checked when the record is made: the ``backend``,
+    the longest delay ``max_delay`` (time steps), the position space's ``dim``, the
+    ``delay_scale`` (time steps per distance unit) and the ``delay_mode``. Layers without
+    positions (the free delays of :mod:`sj_spatial.baselines`) have no ``dim`` and
+    ``delay_scale`` (None). ``str`` is how the layers' ``repr`` shows them."""
+
+    backend: str = "torch"
+    max_delay: int = DEFAULT_MAX_DELAY
+    dim: int | None = 2
+    delay_scale: float | None = 1.0
+    delay_mode: str = "interpolate"
+
+    def __post_init__(self) -> None:
+        check_choice("backend", self.backend, backends.BACKENDS)
+        backends.require(self.backend)
+        checked = {
+            "max_delay": check_int("max_delay", self.max_delay, minimum=0),
+            "delay_mode": check_choice("delay_mode", self.delay_mode, DELAY_MODES),
+        }
+        if self.dim is not None:
+            checked["dim"] = check_int("dim", self.dim, minimum=1)
+        if self.delay_scale is not None:
+            checked["delay_scale"] = check_float("delay_scale", self.delay_scale)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def __str__(self) -> str:
+        shown = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return ", ".join(f"{name}={value}" for name, value in shown if value is not None)
+
+
+def _option(name: str, doc: str) -> property:
+    """A layer property that reads option ``name`` of the layer's :class:`DelayOptions`
+    and, when assigned, replaces the record by a checked copy with the new value."""
+
+    def get(self):
+        return getattr(self._options, name)
+
+    def set(self, value) -> None:
+        if getattr(self._options, name) is None:
+            raise AttributeError(f"{type(self).__name__} has no {name}")
+        self._options = replace(self._options, **{name: value})
+
+    return property(get, set, doc=doc)
+
+
 class _SpatialModule(base.MemoryModule):
     """Step mode, backend and delay options shared by the spatial layers.
 
+    The delay options live in one frozen :class:`DelayOptions` record (``options``);
     ``max_delay``, ``delay_scale``, ``delay_mode``, ``backend`` and ``cpu_kernel`` are
     checked when they are assigned, after construction too; ``dim`` is fixed by the
     positions (read-only).
     """
 
-    def _init_options(self, step_mode, dim, max_delay, delay_scale, delay_mode, backend):
+    def _init_options(self, step_mode: str, options: DelayOptions) -> None:
         self.step_mode = check_choice("step_mode", step_mode, STEP_MODES)
-        self._dim = check_int("dim", dim, minimum=1)
-        self.max_delay = max_delay
-        self.delay_scale = delay_scale
-        self.delay_mode = delay_mode
-        self.backend = backend
+        if not isinstance(options, DelayOptions):
+            raise TypeError(f"options must be a DelayOptions, got {type(options).__name__}")
+        self._options = options
         self.cpu_kernel = backends.default_cpu_kernel()
+
+    @property
+    def options(self) -> DelayOptions:
+        """The layer's delay options (a frozen record; assign an option to change it)."""
+        return self._options
 
     @property
     def dim(self) -> int:
         """Dimension of the position space (fixed at construction)."""
-        return self._dim
+        return self._options.dim
 
-    @property
-    def max_delay(self) -> int:
-        """Longest delay in time steps (an int >= 0); longer delays are clamped to it."""
-        return self._max_delay
-
-    @max_delay.setter
-    def max_delay(self, value: int) -> None:
-        self._max_delay = check_int("max_delay", value, minimum=0)
-
-    @property
-    def delay_scale(self) -> float:
-        """Time steps per unit of distance (a finite number >= 0)."""
-        return self._delay_scale
-
-    @delay_scale.setter
-    def delay_scale(self, value: float) -> None:
-        self._delay_scale = check_float("delay_scale", value)
-
-    @property
-    def delay_mode(self) -> str:
-        """``'interpolate'`` (real-valued delays) or ``'round'`` (integer delays)."""
-        return self._delay_mode
-
-    @delay_mode.setter
-    def delay_mode(self, value: str) -> None:
-        self._delay_mode = check_choice("delay_mode", value, DELAY_MODES)
+    backend = _option("backend", "``'torch'`` (any device) or ``'cupy'`` (CUDA GPUs).")
+    max_delay = _option(
+        "max_delay", "Longest delay in time steps (an int >= 0); longer delays are clamped."
+    )
+    delay_scale = _option("delay_scale", "Time steps per unit of distance (finite, >= 0).")
+    delay_mode = _option(
+        "delay_mode", "``'interpolate'`` (real-valued delays) or ``'round'`` (integer delays)."
+    )
 
     def __setstate__(self, state: dict) -> None:
-        # Modules pickled before these options became checked properties kept them as
-        # plain attributes.
-        for name in ("dim", "max_delay", "delay_scale", "delay_mode"):
-            if name in state:
-                state["_" + name] = state.pop(name)
+        # Modules pickled before the options record kept each option as an attribute,
+        # plain (sj-spatial 0.1) or private behind a checked property.
+        legacy = {
+            name: state.pop(key)
+            for name in ("backend", "dim", "max_delay", "delay_scale", "delay_mode")
+            for key in (name, "_" + name)
+            if key in state
+        }
+        if legacy:
+            if "delay" in state.get("_parameters", {}):  # free delays: no positions
+                legacy.update(dim=None, delay_scale=None)
+            state["_options"] = DelayOptions(**legacy)
         # ... and before the CPU kernel became a per-layer choice, they had none.
         state.setdefault("_cpu_kernel", backends.default_cpu_kernel())
         if "in_features" in state:  # linear layers had no time_dim either
@@ -113,16 +155,6 @@ class _SpatialModule(base.MemoryModule):
     @property
     def supported_backends(self) -> tuple[str, ...]:
         return backends.BACKENDS
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        check_choice("backend", value, self.supported_backends)
-        backends.require(value)
-        self._backend = value
 
     @property
     def cpu_kernel(self) -> str:
@@ -193,11 +225,7 @@ class _SpatialModule(base.MemoryModule):
             hold_mask(self)
 
     def _options_repr(self) -> str:
-        return (
-            f"step_mode={self.step_mode}, backend={self.backend}, max_delay={self.max_delay}, "
-            f"dim={self.dim}, delay_scale={self.delay_scale}, delay_mode={self.delay_mode}, "
-            f"kernel={self.kernel}"
-        )
+        return f"step_mode={self.step_mode}, {self._options}, kernel={self.kernel}"
 
 
 class _DelayedLinear(_SpatialModule):
@@ -209,14 +237,16 @@ class _DelayedLinear(_SpatialModule):
     ``input_history`` memory, and defines ``delays()``.
     """
 
-    def _init_sizes(self, in_features: int, out_features: int, *options) -> None:
-        """A constructor's first part: sizes and options (``_init_options``' arguments).
-        The subclass then adds what sets its delays, then calls :meth:`_init_weights`
-        (in this order, so that a seed gives the same positions and weights)."""
+    def _init_sizes(
+        self, in_features: int, out_features: int, step_mode: str, options: DelayOptions
+    ) -> None:
+        """A constructor's first part: sizes, step mode and delay options. The subclass
+        then adds what sets its delays, then calls :meth:`_init_weights` (in this order,
+        so that a seed gives the same positions and weights)."""
         base.MemoryModule.__init__(self)
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        self._init_options(*options)
+        self._init_options(step_mode, options)
         self.time_dim = 0
 
     @property
@@ -304,9 +334,8 @@ class SpatialDelayLinear(_DelayedLinear):
         backend: str = "torch",
         time_dim: int = 0,
     ):
-        self._init_sizes(
-            in_features, out_features, step_mode, dim, max_delay, delay_scale, delay_mode, backend
-        )
+        options = DelayOptions(backend, max_delay, dim, delay_scale, delay_mode)
+        self._init_sizes(in_features, out_features, step_mode, options)
         self.time_dim = time_dim
         self.pre_positions = _population("pre_positions", pre_positions, in_features, dim)
         self.post_positions = _population("post_positions", post_positions, out_features, dim)
@@ -359,16 +388,17 @@ class _DelayedRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentConta
             if isinstance(module, base.MemoryModule):
                 detach_memories(module)
 
-    def _init_sizes(self, sub_module: nn.Module, num_features: int, *options) -> None:
-        """A constructor's first part: the checked sub-module, size and options
-        (``_init_options``' arguments); then the subclass's delays, then
-        :meth:`_init_weights`."""
+    def _init_sizes(
+        self, sub_module: nn.Module, num_features: int, step_mode: str, options: DelayOptions
+    ) -> None:
+        """A constructor's first part: the checked sub-module, size, step mode and delay
+        options; then the subclass's delays, then :meth:`_init_weights`."""
         base.MemoryModule.__init__(self)  # not ElementWiseRecurrentContainer's
         if not isinstance(sub_module, nn.Module):
             raise TypeError(f"sub_module must be an nn.Module, got {type(sub_module).__name__}")
         _check_single_step(sub_module)
         self.num_features = check_int("num_features", num_features, minimum=1)
-        self._init_options(*options)
+        self._init_options(step_mode, options)
         self.sub_module = sub_module
 
     def _init_weights(self, bias: bool) -> None:
@@ -455,9 +485,8 @@ class SpatialRecurrentContainer(_DelayedRecurrentContainer):
         delay_mode: str = "interpolate",
         backend: str = "torch",
     ):
-        self._init_sizes(
-            sub_module, num_features, step_mode, dim, max_delay, delay_scale, delay_mode, backend
-        )
+        options = DelayOptions(backend, max_delay, dim, delay_scale, delay_mode)
+        self._init_sizes(sub_module, num_features, step_mode, options)
         self.positions = _population("positions", positions, num_features, dim)
         self._init_weights(bias)
 

@@ -71,13 +71,20 @@ def test_parameters_state_dict_and_param_groups():
     assert "free delays" in repr(layer) and "dim=" not in repr(layer)
 
 
-def test_a_seed_gives_the_weights_of_the_spatial_layer_of_the_same_shape():
+def test_a_seed_gives_the_weights_of_the_spatial_layer_of_the_same_shape(benchmark_script):
+    draw_like_positions = benchmark_script("seeding").draw_like_positions
+
+    def free_linear():
+        draw_like_positions(5, 3)
+        return FreeDelayLinear(5, 3)
+
+    def free_recurrent():
+        draw_like_positions(4)
+        return FreeDelayRecurrentContainer(nn.Tanh(), 4)
+
     pairs = [
-        (lambda: SpatialDelayLinear(5, 3, dim=1), lambda: FreeDelayLinear(5, 3)),
-        (
-            lambda: SpatialRecurrentContainer(nn.Tanh(), 4, dim=1),
-            lambda: FreeDelayRecurrentContainer(nn.Tanh(), 4),
-        ),
+        (lambda: SpatialDelayLinear(5, 3, dim=1), free_linear),
+        (lambda: SpatialRecurrentContainer(nn.Tanh(), 4, dim=1), free_recurrent),
     ]
     for make_spatial, make_free in pairs:
         torch.manual_seed(7)

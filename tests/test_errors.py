@@ -169,8 +169,10 @@ def test_modules_pickled_with_plain_option_attributes_still_load():
 
     fc = SpatialDelayLinear(3, 2, max_delay=7, delay_scale=2.0)
     state = fc.__dict__.copy()
+    options = state.pop("_options")
     for name in ("dim", "max_delay", "delay_scale", "delay_mode"):  # the layout of sj-spatial 0.1
-        state[name] = state.pop("_" + name)
+        state[name] = getattr(options, name)
+    state["_backend"] = options.backend
     old = SpatialDelayLinear.__new__(SpatialDelayLinear)
     old.__setstate__(state)
     assert (old.dim, old.max_delay, old.delay_scale, old.delay_mode) == (2, 7, 2.0, "interpolate")

@@ -214,9 +214,9 @@ def run_epoch(
 ) -> tuple[float, int, int]:
     """One pass over ``(x, y, share)`` (or ``(x, y)``) batches; trains when
     ``optimizers`` are given (``chunks``: ``(steps, exact)`` of :func:`train_step`;
-    ``on_step(loss)`` after every optimiser step, with that batch's loss), and updates a tqdm ``progress`` bar.
-    Returns this rank's (summed loss, correct, count), a hit being an argmax of
-    ``predict(output)`` equal to the label."""
+    ``on_step(loss)`` after every optimiser step, with that batch's loss), and updates a
+    tqdm ``progress`` bar. Returns this rank's (summed loss, correct, count), a hit being
+    an argmax of ``predict(output)`` equal to the label."""
     model.train(optimizers is not None)
     total_loss = correct = count = 0
     with torch.set_grad_enabled(optimizers is not None):
