@@ -1,8 +1,8 @@
 """A CPU emulator of CUDA kernels, for testing kernel source on machines without a GPU.
 
-The kernel source is compiled with g++ (C++20) behind a shim header that turns CUDA's
-built-ins into plain C++: ``threadIdx``/``blockIdx``/``blockDim``/``gridDim`` are
-thread-local, every CUDA thread of a block is a ``std::thread``, ``__syncthreads()`` is a
+The kernel source is compiled with g++ (C++20) behind a shim header (``cuda_emu_shim.h``)
+that turns CUDA's built-ins into plain C++: ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``
+are thread-local, every CUDA thread of a block is a ``std::thread``, ``__syncthreads()`` is a
 ``std::barrier`` over the block, warp shuffles exchange values through per-warp slots
 between two warp barriers, ``atomicAdd`` is ``std::atomic_ref``, and dynamic shared
 memory is one buffer per launch. Blocks run one after another.
@@ -11,7 +11,7 @@ Faults that a GPU would show as wrong numbers are made visible: shared memory is
 with NaN bytes before every block, and every array argument is copied into a buffer with
 NaN guard regions whose corruption raises. Usage::
 
-    emu = compile_kernels(source, ["my_kernel"])
+    emu = compile_kernels(source, ["my_kernel"], defines=["-DTILE=8"])
     emu.launch("my_kernel", grid=(4, 1, 1), block=(32, 2, 1), args=(a, b, np.int32(n)))
 
 Pointer arguments are numpy arrays or CPU torch tensors (contiguous); scalars are numpy
@@ -32,187 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-SHIM = r"""
-#include <algorithm>
-#include <atomic>
-#include <barrier>
-#include <chrono>
-#include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
-#include <thread>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-namespace emu {
-struct Dim { unsigned x = 1, y = 1, z = 1; };
-inline thread_local Dim thread_idx, block_idx, block_dim, grid_dim;
-inline thread_local unsigned linear_tid = 0;
-
-struct Block {
-    unsigned nthreads = 0;
-    std::unique_ptr<std::barrier<>> sync;
-    std::vector<std::unique_ptr<std::barrier<>>> warp_sync;
-    std::vector<unsigned long long> slots;
-};
-inline Block* block = nullptr;
-inline unsigned char* dyn_smem = nullptr;
-inline unsigned jitter_us = 0;
-inline thread_local unsigned long long rng = 0;
-
-// After a barrier some threads sleep a little, so that a missing barrier shows up as a
-// data race in the results rather than staying hidden by lock-step scheduling.
-inline void jitter() {
-    if (jitter_us == 0) return;
-    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-    if ((rng & 3) == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng % jitter_us));
-}
-
-inline unsigned warp_width() {
-    unsigned warp = linear_tid / 32;
-    return std::min(32u, block->nthreads - warp * 32);
-}
-
-inline void check_mask(unsigned mask) {
-    unsigned width = warp_width();
-    unsigned full = width == 32 ? 0xffffffffu : ((1u << width) - 1u);
-    if ((mask & full) != full) {
-        std::fprintf(stderr, "emu: partial warp masks are not emulated\n");
-        std::abort();
-    }
-}
-
-inline void syncwarp() { block->warp_sync[linear_tid / 32]->arrive_and_wait(); }
-
-// Every lane publishes its value, then reads the source lane's; returns own value when
-// the source lies outside the lane's segment of `width` lanes (CUDA's rule).
-template <class T>
-T shuffle(unsigned mask, T v, int src_lane, int width) {
-    static_assert(sizeof(T) <= sizeof(unsigned long long), "shuffle of a wide type");
-    check_mask(mask);
-    unsigned lane = linear_tid % 32, base = linear_tid - lane;
-    unsigned long long bits = 0;
-    std::memcpy(&bits, &v, sizeof(T));
-    block->slots[linear_tid] = bits;
-    syncwarp();
-    T out = v;
-    int seg = (int)(lane / width * width);
-    if (src_lane >= seg && src_lane < seg + width && (unsigned)src_lane < warp_width())
-        std::memcpy(&out, &block->slots[base + src_lane], sizeof(T));
-    syncwarp();
-    return out;
-}
-}  // namespace emu
-
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __noinline__
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) __attribute__((aligned(n)))
-#define threadIdx (::emu::thread_idx)
-#define blockIdx (::emu::block_idx)
-#define blockDim (::emu::block_dim)
-#define gridDim (::emu::grid_dim)
-#define warpSize 32
-
-inline void __syncthreads() { emu::block->sync->arrive_and_wait(); emu::jitter(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::check_mask(mask); emu::syncwarp(); }
-template <class T> T __shfl_sync(unsigned m, T v, int src, int w = 32) {
-    return emu::shuffle(m, v, src % w + (int)(emu::linear_tid % 32) / w * w, w);
-}
-template <class T> T __shfl_down_sync(unsigned m, T v, unsigned d, int w = 32) {
-    return emu::shuffle(m, v, (int)(emu::linear_tid % 32 + d), w);
-}
-template <class T> T __shfl_up_sync(unsigned m, T v, unsigned d, int w = 32) {
-    return emu::shuffle(m, v, (int)(emu::linear_tid % 32) - (int)d, w);
-}
-template <class T> T __shfl_xor_sync(unsigned m, T v, int x, int w = 32) {
-    return emu::shuffle(m, v, (int)(emu::linear_tid % 32) ^ x, w);
-}
-template <class T> T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-template <class T> T __ldg(const T* p) { return *p; }
-using std::max;
-using std::min;
-"""
-
-DRIVER = r"""
-namespace emu {
-template <class... A, std::size_t... I>
-void call_impl(void (*f)(A...), void** args, std::index_sequence<I...>) {
-    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
-}
-template <class... A>
-void call(void (*f)(A...), void** args) { call_impl(f, args, std::index_sequence_for<A...>{}); }
-struct Entry { const char* name; void (*run)(void**); };
-}  // namespace emu
-
-static const emu::Entry emu_entries[] = {
-ENTRIES
-};
-
-// 0: done; -1: unknown kernel; -2: bad block size; -3: shared memory overflow.
-extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                          unsigned by, unsigned bz, unsigned long long smem_bytes, void** args,
-                          unsigned jitter_us) {
-    void (*run)(void**) = nullptr;
-    for (const auto& e : emu_entries)
-        if (std::strcmp(e.name, name) == 0) run = e.run;
-    if (run == nullptr) return -1;
-    const unsigned nthreads = bx * by * bz;
-    if (nthreads == 0 || nthreads > 1024) return -2;
-    const std::size_t canary = 4096;
-    std::vector<unsigned char> smem(smem_bytes + canary, 0xff);
-    emu::Block blk;
-    blk.nthreads = nthreads;
-    blk.slots.assign(nthreads, 0);
-    blk.warp_sync.resize((nthreads + 31) / 32);
-    emu::block = &blk;
-    emu::dyn_smem = smem.data();
-    emu::jitter_us = jitter_us;
-    std::barrier<> start(nthreads), end(nthreads);
-    auto worker = [&](unsigned t) {
-        emu::linear_tid = t;
-        emu::rng = 0x9E3779B97F4A7C15ull * (t + 1);
-        emu::thread_idx = {t % bx, (t / bx) % by, t / (bx * by)};
-        emu::block_dim = {bx, by, bz};
-        emu::grid_dim = {gx, gy, gz};
-        for (unsigned z = 0; z < gz; ++z)
-            for (unsigned y = 0; y < gy; ++y)
-                for (unsigned x = 0; x < gx; ++x) {
-                    if (t == 0) {
-                        blk.sync = std::make_unique<std::barrier<>>(nthreads);
-                        for (unsigned w = 0; w < blk.warp_sync.size(); ++w)
-                            blk.warp_sync[w] = std::make_unique<std::barrier<>>(
-                                std::min(32u, nthreads - 32 * w));
-                        std::memset(smem.data(), 0xff, smem_bytes);
-                    }
-                    start.arrive_and_wait();
-                    emu::block_idx = {x, y, z};
-                    emu::jitter();
-                    run(args);
-                    // An exited thread no longer holds up the barriers of the others.
-                    blk.sync->arrive_and_drop();
-                    blk.warp_sync[t / 32]->arrive_and_drop();
-                    end.arrive_and_wait();
-                }
-    };
-    std::vector<std::thread> threads;
-    threads.reserve(nthreads);
-    for (unsigned t = 0; t < nthreads; ++t) threads.emplace_back(worker, t);
-    for (auto& th : threads) th.join();
-    emu::block = nullptr;
-    for (std::size_t i = smem_bytes; i < smem.size(); ++i)
-        if (smem[i] != 0xff) return -3;
-    return 0;
-}
-"""
+_HERE = Path(__file__).parent
+#: C++ that stands in for CUDA's built-ins, put before the kernel source.
+SHIM = (_HERE / "cuda_emu_shim.h").read_text()
+#: The ``emu_launch`` entry point, put after the kernel source (``ENTRIES``: the kernels).
+DRIVER = (_HERE / "cuda_emu_driver.inc").read_text()
 
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;"
@@ -247,7 +71,13 @@ def compiler() -> str | None:
 class Emulator:
     """Kernels of one source compiled for the CPU; :meth:`launch` runs one grid."""
 
-    def __init__(self, library: ctypes.CDLL, names: Sequence[str], jitter_us: int = 0):
+    def __init__(
+        self,
+        library: ctypes.CDLL,
+        names: Sequence[str],
+        jitter_us: int = 0,
+        defines: Sequence[str] = (),
+    ):
         self._lib = library
         self._lib.emu_launch.restype = ctypes.c_int
         self._lib.emu_launch.argtypes = (
@@ -260,6 +90,8 @@ class Emulator:
             ]
         )
         self.names = tuple(names)
+        #: The ``-DNAME=value`` options the source was compiled with.
+        self.defines = tuple(defines)
         #: Upper bound of the random sleeps after barriers (0: none), in microseconds.
         self.jitter_us = jitter_us
 
@@ -321,17 +153,27 @@ def _as_array(arg) -> np.ndarray:
     return arg
 
 
-def compile_kernels(source: str, names: Sequence[str], cache_dir: str | None = None) -> Emulator:
-    """Compile the ``extern "C"`` kernels ``names`` of a CUDA ``source`` for the CPU.
+def compile_kernels(
+    source: str,
+    names: Sequence[str],
+    cache_dir: str | None = None,
+    *,
+    defines: Sequence[str] = (),
+) -> Emulator:
+    """Compile the ``extern "C"`` kernels ``names`` of a CUDA ``source`` for the CPU, with
+    the ``-DNAME=value`` options ``defines`` (given to g++ as to NVRTC and nvcc).
 
     The shared library is cached by content hash under ``cache_dir`` (a temp folder).
     """
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+    not_defines = [d for d in defines if not d.startswith("-D")]
+    if not_defines:
+        raise ValueError(f"defines must be -DNAME=value options, got {not_defines}")
     entries = ",\n".join(f'    {{"{n}", [](void** a) {{ emu::call(&{n}, a); }}}}' for n in names)
     text = SHIM + to_host_source(source) + DRIVER.replace("ENTRIES", entries)
-    flags = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
+    flags = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w", *defines]
     key = hashlib.sha256((text + " ".join(flags) + cxx).encode()).hexdigest()[:20]
     folder = Path(cache_dir or Path(tempfile.gettempdir()) / "cuda_emu")
     folder.mkdir(parents=True, exist_ok=True)
@@ -346,17 +188,24 @@ def compile_kernels(source: str, names: Sequence[str], cache_dir: str | None = N
         if result.returncode != 0:
             raise RuntimeError(f"emulator build failed:\n{result.stderr[-4000:]}")
         os.replace(tmp, library)
-    return Emulator(ctypes.CDLL(str(library)), names)
+    return Emulator(ctypes.CDLL(str(library)), names, defines=defines)
 
 
 class EmuRunner:
     """Runs ``sj_spatial.backends.cuda.Launch`` records on the emulator, as ``CupyRunner``
-    does on a GPU; ``sms``, ``smem_limit`` and ``warps`` steer the launch geometry."""
+    does on a GPU, if the emulator was compiled with each launch's ``defines``; ``sms``,
+    ``smem_limit`` and ``warps`` steer the launch geometry."""
 
     def __init__(self, emu, sms=4, smem_limit=227 * 1024, warps=None):
         self.emu, self.sms, self.smem_limit, self.warps = emu, sms, smem_limit, warps
         self.names = []
 
     def __call__(self, launch) -> None:
+        missing = [d for d in launch.defines if d not in self.emu.defines]
+        if missing:
+            raise ValueError(
+                f"{launch.name} needs its source compiled with {missing}; the emulator was "
+                f"compiled with {list(self.emu.defines)}"
+            )
         self.names.append(launch.name)
         self.emu.launch(launch.name, launch.grid, launch.block, launch.args, launch.shared_mem)

@@ -46,7 +46,7 @@ def test_tap_coefficients_are_near_then_far():
 def _emulated_cuda():
     if compiler() is None:
         pytest.skip("no C++ compiler for the CUDA emulator")
-    runner = EmuRunner(compile_kernels(cuda.SOURCE, cuda.KERNELS))
+    runner = EmuRunner(compile_kernels(cuda.SOURCE, cuda.KERNELS, defines=cuda.DEFINES))
     return lambda *args: cuda.DelayedMatmul.apply(*args, runner)
 
 

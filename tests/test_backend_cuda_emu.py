@@ -29,7 +29,7 @@ MODULES = pytest.mark.parametrize("module", [cuda, cuda_lif], ids=["cuda", "cuda
 def emu():
     if compiler() is None:
         pytest.skip("no C++ compiler for the CUDA emulator")
-    return compile_kernels(cuda.SOURCE, cuda.KERNELS)
+    return compile_kernels(cuda.SOURCE, cuda.KERNELS, defines=cuda.DEFINES)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -178,7 +178,7 @@ def test_kernels_compile_with_nvcc(tmp_path, module):
     src.write_text(module.SOURCE)
     out = tmp_path / "kernels.ptx"
     result = subprocess.run(
-        [nvcc, "--ptx", "-arch=sm_90", "-std=c++17", str(src), "-o", str(out)],
+        [nvcc, "--ptx", "-arch=sm_90", "-std=c++17", *module.DEFINES, str(src), "-o", str(out)],
         capture_output=True,
         text=True,
         check=False,
@@ -208,7 +208,7 @@ def test_kernels_compile_with_nvrtc(module):
         lib.nvrtcCreateProgram(ctypes.byref(prog), module.SOURCE.encode(), b"k.cu", 0, None, None)
         == 0
     )
-    opts = [b"--gpu-architecture=compute_90", b"--std=c++17"]
+    opts = [b"--gpu-architecture=compute_90", b"--std=c++17", *map(str.encode, module.DEFINES)]
     rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))

@@ -30,7 +30,11 @@ from lif_cases import LIF_VARIANTS, cell, final_state
 def emu():
     if compiler() is None:
         pytest.skip("no C++ compiler for the CUDA emulator")
-    return compile_kernels(cuda.SOURCE + cuda_lif.SOURCE, cuda.KERNELS + cuda_lif.KERNELS)
+    return compile_kernels(
+        cuda.SOURCE + cuda_lif.SOURCE,
+        cuda.KERNELS + cuda_lif.KERNELS,
+        defines=cuda.DEFINES + cuda_lif.DEFINES,
+    )
 
 
 @pytest.mark.parametrize("variant", sorted(LIF_VARIANTS))

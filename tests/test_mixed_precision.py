@@ -357,7 +357,7 @@ def test_cupy_backend_computes_in_float32_under_autocast_emulated(amp, half_inpu
     tests/cuda_emu.py: under autocast it returns what it returns without, in x's dtype."""
     if compiler() is None:
         pytest.skip("no C++ compiler for the CUDA emulator")
-    runner = EmuRunner(compile_kernels(cuda.SOURCE, cuda.KERNELS))
+    runner = EmuRunner(compile_kernels(cuda.SOURCE, cuda.KERNELS, defines=cuda.DEFINES))
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(14, 3, 5, generator=gen)
     x = x.to(amp) if half_input else x

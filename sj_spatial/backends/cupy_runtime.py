@@ -1,15 +1,18 @@
 """Running CUDA kernels from CuPy on torch's tensors and streams (backend='cupy').
 
 The kernel modules (:mod:`.cuda`, :mod:`.cuda_lif`) describe each launch as a
-:class:`Launch` record (their source, kernel name, grid, block, shared memory and
-arguments) computed by plain functions of shapes; a runner executes it. The GPU runner
-here compiles each source once per device; the tests run the same records on a CPU
-emulator of the kernels.
+:class:`Launch` record (their source, kernel name, grid, block, shared memory, arguments
+and the ``-D`` options of the source's compile-time constants) computed by plain functions
+of shapes; a runner executes it. The sources are ``.cu`` files of the package
+(``backends/kernels/``, read by :func:`kernel_source`). The GPU runner here compiles each
+source once per device; the tests run the same records on a CPU emulator of the kernels.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from importlib import resources
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -21,7 +24,8 @@ DEFAULT_SMEM = 48 * 1024
 
 class Launch(NamedTuple):
     """One kernel launch: the CUDA ``source`` defining kernel ``name``, grid, block,
-    dynamic shared bytes and arguments.
+    dynamic shared bytes, arguments, and the ``-DNAME=value`` options ``defines`` that
+    ``source`` is compiled with.
 
     ``args`` holds contiguous tensors (passed as device pointers) and numpy scalars.
     """
@@ -32,6 +36,7 @@ class Launch(NamedTuple):
     block: tuple[int, int, int]
     shared_mem: int
     args: tuple
+    defines: tuple[str, ...] = ()
 
 
 class KernelRunner(Protocol):
@@ -43,6 +48,16 @@ class KernelRunner(Protocol):
     warps: int | None
 
     def __call__(self, launch: Launch) -> None: ...
+
+
+def kernel_source(filename: str) -> str:
+    """Text of the CUDA source ``filename`` in the package folder ``backends/kernels``."""
+    return (resources.files(__package__) / "kernels" / filename).read_text(encoding="utf-8")
+
+
+def define_options(macros: Mapping[str, int]) -> tuple[str, ...]:
+    """``{NAME: value}`` as compiler options ``-DNAME=value`` (NVRTC, nvcc and g++ alike)."""
+    return tuple(f"-D{name}={value}" for name, value in macros.items())
 
 
 def i32(value: int) -> np.int32:
@@ -78,20 +93,23 @@ def device_guard(index: int):
             yield
 
 
-_MODULES: dict[str, object] = {}  # CuPy RawModule per source; CuPy compiles it per device
-_FUNCTIONS: dict[tuple[int, str, str], object] = {}
+# CuPy RawModule per source and defines; CuPy compiles it per device.
+_MODULES: dict[tuple[str, tuple[str, ...]], object] = {}
+_FUNCTIONS: dict[tuple[int, str, tuple[str, ...], str], object] = {}
 
 
-def _function(index: int, source: str, name: str):
-    """Kernel ``name`` of ``source`` on device ``index``, compiled once (inside the guard)."""
+def _function(index: int, source: str, defines: tuple[str, ...], name: str):
+    """Kernel ``name`` of ``source`` compiled with ``defines`` on device ``index``, compiled
+    once (inside the guard)."""
     import cupy
 
-    key = (index, source, name)
+    key = (index, source, defines, name)
     fn = _FUNCTIONS.get(key)
     if fn is None:
-        module = _MODULES.get(source)
+        module = _MODULES.get((source, defines))
         if module is None:
-            module = _MODULES[source] = cupy.RawModule(code=source, options=("--std=c++17",))
+            options = ("--std=c++17", *defines)
+            module = _MODULES[source, defines] = cupy.RawModule(code=source, options=options)
         fn = _FUNCTIONS[key] = module.get_function(name)
     return fn
 
@@ -123,7 +141,7 @@ class CupyRunner:
             _pointer(a, self.index) if isinstance(a, torch.Tensor) else a for a in launch.args
         )
         with device_guard(self.index):
-            fn = _function(self.index, launch.source, launch.name)
+            fn = _function(self.index, launch.source, launch.defines, launch.name)
             if launch.shared_mem > max(DEFAULT_SMEM, self._smem_set.get(launch.name, 0)):
                 fn.max_dynamic_shared_size_bytes = launch.shared_mem
                 self._smem_set[launch.name] = launch.shared_mem
