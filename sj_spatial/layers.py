@@ -135,12 +135,14 @@ class _SpatialModule(base.MemoryModule):
     def __setstate__(self, state: dict) -> None:
         # Modules pickled before the options record kept each option as an attribute,
         # plain (sj-spatial 0.1) or private behind a checked property.
-        legacy = {
-            name: state.pop(key)
-            for name in ("backend", "dim", "max_delay", "delay_scale", "delay_mode")
-            for key in (name, "_" + name)
-            if key in state
-        }
+        legacy = {}
+        if "_options" not in state:  # (spikingjelly 0.0.0.0.14 keeps a _backend of its own)
+            legacy = {
+                name: state.pop(key)
+                for name in ("backend", "dim", "max_delay", "delay_scale", "delay_mode")
+                for key in (name, "_" + name)
+                if key in state
+            }
         if legacy:
             if "delay" in state.get("_parameters", {}):  # free delays: no positions
                 legacy.update(dim=None, delay_scale=None)
