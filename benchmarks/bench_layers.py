@@ -21,7 +21,6 @@ from one run under the same load. Writes ``results.json``, ``results.md`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import functools
 import importlib
@@ -274,36 +273,15 @@ def spatial_step(x: torch.Tensor, out_features: int, max_delay: int, method: str
     except ValueError as exc:  # e.g. backend='cupy' without CuPy
         raise Skip(str(exc)) from exc
     layer.cpu_kernel = cpu_kernel
-    events = "off" if method == "spatial-cpu-gather" else "auto"
+    if method == "spatial-cpu-gather":
+        layer.cpu_path = "gather"
 
     def step() -> None:
         _zero_grad(layer, x)
         layer.reset()
-        with event_kernels(events):
-            layer(x).sum().backward()
+        layer(x).sum().backward()
 
     return step
-
-
-#: ``event_kernels`` modes: the numba backend's (MIN_WORK, EVENT_COST) rule for choosing
-#: its event kernels; None keeps the backend's own.
-EVENT_MODES = {"auto": None, "off": (2**62, 0), "on": (0, -1)}
-
-
-@contextlib.contextmanager
-def event_kernels(mode: str):
-    """While the block runs, the numba backend picks its event kernels as usual
-    (``"auto"``), never (``"off"``: no call is large enough to count its events) or for
-    every call (``"on"``: the rule accepts even calls where the gather does nothing)."""
-    from sj_spatial.backends import cpu_events
-
-    saved = cpu_events.MIN_WORK, cpu_events.EVENT_COST
-    if EVENT_MODES[mode] is not None:
-        cpu_events.MIN_WORK, cpu_events.EVENT_COST = EVENT_MODES[mode]
-    try:
-        yield
-    finally:
-        cpu_events.MIN_WORK, cpu_events.EVENT_COST = saved
 
 
 def dcls_kernel_size(max_delay: int) -> int:

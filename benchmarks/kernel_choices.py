@@ -33,11 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_layers import cpu_model, event_kernels
+from bench_layers import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from sj_spatial.backends import cpu, cpu_events  # noqa: E402
+from sj_spatial.backends import cpu, cpu_events, cpu_schedule  # noqa: E402
 
 TRANSPOSE_SHAPES = {
     "layer input rows (1600 x 700)": (1600, 700),
@@ -94,7 +94,7 @@ def custom_op(rounds: int) -> list[str]:
     taps = torch.randint(0, window - 1, (n, n), generator=gen)
 
     def function() -> None:
-        y = cpu._DelayedMatmul.apply(x, weight, taps, frac, window, 1)
+        y = cpu._DelayedMatmul.apply(x, weight, taps, frac, window, 1, "auto", None)
         y.sum().backward()
 
     def op() -> None:
@@ -136,21 +136,18 @@ def events(rounds: int) -> list[str]:
         for density in EVENT_DENSITIES:
             x = (torch.rand(steps, batch, n_in, generator=gen) < density).float()
 
-            def step(args=(x, weight, taps, frac, window, steps)) -> None:
-                cpu._DelayedMatmul.apply(*args).sum().backward()
-
-            def forced(mode: str, step=step) -> Callable[[], None]:
+            def forced(path: str, args=(x, weight, taps, frac, window, steps)):
                 def run() -> None:
-                    with event_kernels(mode):
-                        step()
+                    cpu.delayed_matmul(*args, path=path).sum().backward()
 
                 return run
 
-            times = interleaved({"gather": forced("off"), "events": forced("on")}, rounds)
+            times = interleaved({"gather": forced("gather"), "events": forced("events")}, rounds)
             gather, event = (statistics.median(times[k]) for k in ("gather", "events"))
             updates = int((x != 0).sum()) * n_out
             implied = (event / updates) / (gather / reached)
-            picked = cpu._sparse_events(x, weight, taps, window, steps) is not None
+            dtype = cpu.compute_dtype(x, weight)
+            picked = cpu_schedule.events_to_run(x, weight, taps, window, steps, dtype) is not None
             lines.append(
                 f"| {max_delay} | {density:.0%} | {gather * 1e3:.1f} | {event * 1e3:.1f} "
                 f"| {event / gather:.2f} | {implied:.1f} | {'events' if picked else 'gather'} |"
@@ -176,7 +173,7 @@ def breakdown(rounds: int) -> list[str]:
     taps = delays.floor().long()
     frac = (delays - taps).requires_grad_()
     weight = layer.weight.detach().clone().requires_grad_()
-    first, o0 = cpu._rows_read(steps, steps, window)
+    first, o0 = cpu_schedule.rows_read(steps, steps, window)
     ev = cpu_events.events(x, cpu_events.count(x), o0, torch.float32)
     fan = cpu_events.fanout(weight, taps, frac, torch.float32)
     grad_y = torch.randn(steps, batch, n_out)

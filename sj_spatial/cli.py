@@ -113,6 +113,11 @@ def _below_one(text: str) -> float:
     return value
 
 
+def _threads_option(text: str) -> int | None:
+    """The argparse ``type=`` of ``--threads``: ``auto`` (None) or an integer >= 1."""
+    return None if text == "auto" else _count(text)
+
+
 #: Device types ``--device`` accepts, besides ``auto``.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -242,6 +247,15 @@ def make_parser() -> argparse.ArgumentParser:
         default=defaults.stretch,
         help="with --augment, also stretch the time of every sample by a random factor "
         "in [1 - F, 1 + F] (speaking rate; not in the paper); 0: off",
+    )
+    add(
+        "--threads",
+        type=_threads_option,
+        default=defaults.threads,
+        metavar="N",
+        help="CPU threads of torch and the kernels; default (auto): the usable CPUs "
+        "(affinity, cgroup quota, OMP_NUM_THREADS) less those other processes keep busy, "
+        "followed during the run",
     )
     add("--quiet", action="store_true", help="no progress bars")
     export = commands.add_parser(

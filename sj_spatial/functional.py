@@ -24,11 +24,15 @@ class _Synapses:
     """Taps, fractions and kernel of one delayed weight matrix, prepared once per call on
     the sequence ``x``."""
 
-    def __init__(self, weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x):
+    def __init__(
+        self, weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x, cpu_path="auto"
+    ):
         self.weight, self.bias = weight, bias
         self.taps, self.frac = delay_taps(delays, delay_mode)
         self.window = lag_window(max_delay)
         self.impl = backends.select(backend, x.device, cpu_kernel)
+        # The numba kernel's choice of event kernels or gather, where it runs.
+        self.options = {"path": cpu_path} if backends.takes_cpu_path(self.impl) else {}
         # As nn.Linear under autocast: the output, bias included, has the autocast dtype.
         self.amp = matmul_dtype(x, weight)
         self.out_bias = bias if bias is None or self.amp is None else bias.to(self.amp)
@@ -42,6 +46,7 @@ class _Synapses:
             self.frac,
             self.window,
             t_out,
+            **self.options,
         )
         if self.amp is not None:
             y = y.to(self.amp)
@@ -82,6 +87,7 @@ def delayed_linear(
     backend: str = "torch",
     cpu_kernel: str | None = None,
     t_out: int | None = None,
+    cpu_path: str = "auto",
 ) -> torch.Tensor:
     """Delayed linear map of a sequence.
 
@@ -90,10 +96,13 @@ def delayed_linear(
     ``T``) steps of ``y[t] = bias + sum_i w[j,i] ((1-f) x[t-k, i] + f x[t-k-1, i])``,
     shape ``[t_out, *batch, out]``, in ``x``'s dtype (the autocast dtype under autocast).
     ``backend`` and ``cpu_kernel`` (None: the default) choose the kernel
-    (:func:`sj_spatial.backends.select`).
+    (:func:`sj_spatial.backends.select`); ``cpu_path`` (``'auto'``, ``'gather'``,
+    ``'events'``) the numba kernel's path (:mod:`sj_spatial.backends.cpu_schedule`).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x)
+    synapses = _Synapses(
+        weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x, cpu_path
+    )
     return synapses(x, x.shape[0] if t_out is None else t_out)
 
 
@@ -124,6 +133,7 @@ def delayed_recurrence(
     cpu_kernel: str | None = None,
     history: torch.Tensor | None = None,
     cell: LIFCell | None = None,
+    cpu_path: str = "auto",
 ) -> Recurrence:
     """Run ``s[t] = step(x[t] + r[t])`` with delayed recurrent input ``r`` over all of ``x``.
 
@@ -138,7 +148,9 @@ def delayed_recurrence(
     ``x``).
     """
     check_dtypes(x, weight)
-    synapses = _Synapses(weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x)
+    synapses = _Synapses(
+        weight, bias, delays, max_delay, delay_mode, backend, cpu_kernel, x, cpu_path
+    )
     keep = synapses.window
     if x.shape[0] == 0:  # an empty sequence: nothing happens, the memory stays as it was
         return Recurrence(x.new_zeros(x.shape), history, None)

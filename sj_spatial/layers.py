@@ -112,6 +112,7 @@ class _SpatialModule(base.MemoryModule):
             raise TypeError(f"options must be a DelayOptions, got {type(options).__name__}")
         self._options = options
         self.cpu_kernel = backends.default_cpu_kernel()
+        self.cpu_path = "auto"
 
     @property
     def options(self) -> DelayOptions:
@@ -149,6 +150,7 @@ class _SpatialModule(base.MemoryModule):
             state["_options"] = DelayOptions(**legacy)
         # ... and before the CPU kernel became a per-layer choice, they had none.
         state.setdefault("_cpu_kernel", backends.default_cpu_kernel())
+        state.setdefault("_cpu_path", "auto")
         if "in_features" in state:  # linear layers had no time_dim either
             state.setdefault("_time_dim", 0)
         super().__setstate__(state)
@@ -167,6 +169,17 @@ class _SpatialModule(base.MemoryModule):
     @cpu_kernel.setter
     def cpu_kernel(self, value: str) -> None:
         self._cpu_kernel = backends.check_cpu_kernel(value)
+
+    @property
+    def cpu_path(self) -> str:
+        """How the numba CPU kernel computes: ``'auto'`` (the event kernels for sparse
+        inputs when they do less work, else the gather), ``'gather'`` or ``'events'`` (the
+        same numbers within rounding; for measurements and tests)."""
+        return self._cpu_path
+
+    @cpu_path.setter
+    def cpu_path(self, value: str) -> None:
+        self._cpu_path = backends.check_cpu_path(value)
 
     @property
     def kernel(self) -> str:
@@ -227,7 +240,8 @@ class _SpatialModule(base.MemoryModule):
             hold_mask(self)
 
     def _options_repr(self) -> str:
-        return f"step_mode={self.step_mode}, {self._options}, kernel={self.kernel}"
+        path = "" if self.cpu_path == "auto" else f", cpu_path={self.cpu_path}"
+        return f"step_mode={self.step_mode}, {self._options}, kernel={self.kernel}{path}"
 
 
 class _DelayedLinear(_SpatialModule):
@@ -285,6 +299,7 @@ class _DelayedLinear(_SpatialModule):
             backend=self.backend,
             cpu_kernel=self.cpu_kernel,
             t_out=t_out,
+            cpu_path=self.cpu_path,
         )
         self.input_history = x[-lag_window(self.max_delay) :]  # once the input was accepted
         return y
@@ -433,6 +448,7 @@ class _DelayedRecurrentContainer(_SpatialModule, layer.ElementWiseRecurrentConta
             cpu_kernel=self.cpu_kernel,
             history=self.output_history,
             cell=lif_cell(self.sub_module) if fresh else None,
+            cpu_path=self.cpu_path,
         )
         if cell_state is not None:  # the fused kernel ran the cell: it continues from there
             set_cell_state(self.sub_module, cell_state)

@@ -18,14 +18,22 @@ def parameters(fn, skip: int = 0) -> list[str]:
     return list(inspect.signature(fn).parameters)[skip:]
 
 
+#: Each backend's options after the contract's arguments, keyword-only (numba: its path
+#: and thread pool, cpu_schedule).
+OPTIONS = {"dense": [], "numba": ["path", "parallel"], "cupy": []}
+
+
 @pytest.mark.parametrize("module", [dense, cpu, cuda], ids=["dense", "numba", "cupy"])
-def test_delayed_matmul_has_the_contract_signature(module):
-    assert parameters(module.delayed_matmul) == MATMUL
+def test_delayed_matmul_has_the_contract_signature(module, request):
+    options = OPTIONS[request.node.callspec.id]
+    assert parameters(module.delayed_matmul) == MATMUL + options
+    kinds = [p.kind for p in inspect.signature(module.delayed_matmul).parameters.values()]
+    assert kinds[len(MATMUL) :] == [inspect.Parameter.KEYWORD_ONLY] * len(options)
     assert parameters(contract.DelayedMatmul.__call__, skip=1) == MATMUL
 
 
 def test_autograd_functions_take_arguments_in_the_contract_order():
-    assert parameters(cpu._DelayedMatmul.forward, skip=1) == MATMUL
+    assert parameters(cpu._DelayedMatmul.forward, skip=1) == [*MATMUL, "path", "parallel"]
     assert parameters(cuda.DelayedMatmul.forward, skip=1) == [*MATMUL, "runner"]
     fused = parameters(contract.FusedLIF.__call__, skip=1)
     assert fused == MATMUL[:5] + ["bias", "cell"]

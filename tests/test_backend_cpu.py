@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,19 +14,20 @@ pytest.importorskip("numba")
 from spikingjelly.activation_based import neuron
 
 from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
-from sj_spatial.backends import cpu, cpu_events, dense, select
+from sj_spatial.backends import cpu, dense, select, threads
 from sj_spatial.layers import set_cpu_kernel
 
 from matmul_cases import SHAPES, TAPS, assert_close, assert_equals_dense, make_inputs, run, small
 
 
 @pytest.fixture(params=["serial", "parallel"])
-def threading(request, monkeypatch):
-    """Run the gather kernels on the calling thread or on the thread pool, whatever the
-    size (the event kernels are compared with them in test_backend_cpu_events.py)."""
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 2**62)
-    monkeypatch.setattr(cpu_events, "MIN_WORK", 2**62)
-    return request.param
+def threading(request):
+    """The gather kernels on the calling thread or on the thread pool, whatever the size
+    (explicit arguments; the event kernels are compared in test_backend_cpu_events.py)."""
+    parallel = request.param == "parallel"
+    return SimpleNamespace(
+        delayed_matmul=partial(cpu.delayed_matmul, path="gather", parallel=parallel)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -32,7 +35,7 @@ def threading(request, monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_gradients_equal_dense(shape, taps_mode, dtype, threading):
     args = make_inputs(shape, taps_mode, dtype)
-    assert_equals_dense(cpu, dense, args, dtype)
+    assert_equals_dense(threading, dense, args, dtype)
 
 
 @pytest.mark.parametrize(
@@ -170,14 +173,13 @@ def test_numba_thread_count_is_set_once_not_on_every_call(monkeypatch):
         pytest.skip("numba has a single thread here")
     calls = []
     monkeypatch.setattr(cpu.numba, "set_num_threads", calls.append)
-    monkeypatch.setattr(cpu, "_threads_set", {})
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)  # every call uses the thread pool
+    monkeypatch.setattr(threads, "_threads_set", {})
     x, weight, taps, frac, num_taps, t_out = small()
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for _ in range(3):
-            cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out)
+        for _ in range(3):  # every call on the thread pool
+            cpu.delayed_matmul(x, weight, taps, frac, num_taps, t_out, parallel=True)
     finally:
         torch.set_num_threads(previous)
     assert calls == [2]

@@ -383,6 +383,8 @@ def test_a_data_root_without_the_test_file_names_it(tiny_shd, tmp_path, monkeypa
         ("--device", "gpu0", "expected auto, cpu, cuda, cuda:N or mps, got 'gpu0'"),
         ("--stretch", "1", "must be < 1, got 1"),
         ("--stretch", "-0.1", "must be >= 0, got -0.1"),
+        ("--threads", "0", "must be >= 1, got 0"),
+        ("--threads", "many", "expected an integer, got 'many'"),
     ],
 )
 def test_bad_option_values_fail_in_one_line_naming_the_option(
@@ -678,3 +680,21 @@ def test_the_readme_command_into_a_logdir_with_a_run_changes_nothing(checkpoint_
         "summary.json), which a new run would overwrite; continue it with --resume"
     )
     assert _snapshot(home) == before
+
+
+def test_the_start_line_says_how_many_threads_run(tiny_shd, tmp_path, monkeypatch, capsys):
+    args = ["--data-root", str(tiny_shd), "--epochs", "1", "--no-augment"]
+    run([*args, "--logdir", str(tmp_path / "auto")], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert re.search(
+        r"; \d+ threads? of \d+ usable CPUs \(auto: fewer while other processes "
+        r"are busy\)\n",
+        out,
+    ), out
+    previous = torch.get_num_threads()
+    try:
+        run([*args, "--threads", "1", "--logdir", str(tmp_path / "one")], monkeypatch, tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert "; 1 thread (--threads)\n" in capsys.readouterr().out

@@ -25,6 +25,8 @@ from . import dense
 
 BACKENDS = ("torch", "cupy")
 CPU_KERNELS = ("numba", "dense")
+#: The numba kernel's paths: its own rule, or one kind of kernel for every call.
+CPU_PATHS = ("auto", "gather", "events")
 
 #: Values of SJ_SPATIAL_CPU_KERNEL and the kernel each selects.
 _ENVIRONMENT = {"1": "numba", "numba": "numba", "0": "dense", "dense": "dense"}
@@ -57,6 +59,19 @@ def check_cpu_kernel(cpu_kernel: str) -> str:
     if cpu_kernel == "numba" and (reason := numba_missing()) is not None:
         raise ValueError(f"cpu_kernel='numba' is unavailable: {reason}")
     return cpu_kernel
+
+
+def check_cpu_path(path: str, name: str = "cpu_path") -> str:
+    """Return ``path`` if it is one of :data:`CPU_PATHS`, else raise a ValueError naming
+    the argument ``name``."""
+    if not isinstance(path, str) or path not in CPU_PATHS:
+        raise ValueError(f"{name} must be one of {list(CPU_PATHS)}, got {path!r}")
+    return path
+
+
+def takes_cpu_path(module: ModuleType) -> bool:
+    """Whether a kernel module from :func:`select` takes the ``path`` argument (numba)."""
+    return module.__name__ == f"{__name__}.cpu"
 
 
 def cupy_missing() -> str | None:

@@ -15,7 +15,15 @@ for a training that is not the job's (another model, data or report).
 """
 
 from .errors import JobError
-from .loop import Callback, CosineDecay, EpochRecord, fit
+from .loop import Callback, CosineDecay, EpochRecord, LoadAwareThreads, fit
 from .run import train
 
-__all__ = ["Callback", "CosineDecay", "EpochRecord", "JobError", "fit", "train"]
+__all__ = [
+    "Callback",
+    "CosineDecay",
+    "EpochRecord",
+    "JobError",
+    "LoadAwareThreads",
+    "fit",
+    "train",
+]

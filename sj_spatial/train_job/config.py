@@ -22,7 +22,8 @@ class TrainConfig:
     Times: ``dt`` and ``duration`` in seconds; ``max_delay`` in time steps;
     ``delay_scale`` in time steps per unit of distance; ``tbptt`` and ``recompute`` in
     time steps (None: whole sequences); ``limit`` in samples per split (None: all);
-    ``data_root`` None: the built-in SHD-format data.
+    ``data_root`` None: the built-in SHD-format data; ``threads`` None: as many as the
+    usable CPUs that other processes leave free, followed during the run.
     """
 
     data_root: Path | None = None
@@ -48,6 +49,7 @@ class TrainConfig:
     recompute: int | None = None
     augment: bool = False
     stretch: float = 0.0
+    threads: int | None = None
     quiet: bool = False
 
     @classmethod

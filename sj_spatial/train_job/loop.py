@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..backends.threads import load_aware_threads, set_num_threads
 from ..cost import WiringCost
 from .recipe import Batch, LossFn, Predict, global_means, readout_loss, run_epoch, time_mean
 
@@ -70,6 +71,34 @@ class CosineDecay(Callback):
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
+
+
+class LoadAwareThreads(Callback):
+    """Follow the machine's load: at every epoch's start, and every ``interval_s`` seconds
+    of steps, size torch's and the kernels' thread pools to
+    :func:`~sj_spatial.backends.threads.load_aware_threads` (the usable CPUs less those
+    other processes keep busy, at least 1, at most ``limit``), so that a busy machine
+    never makes more threads slower than one. ``changes`` lists ``(epoch, threads)``."""
+
+    def __init__(self, limit: int, interval_s: float = 2.0):
+        self.limit, self.interval_s = limit, interval_s
+        self.epoch, self.changes = 0, []
+        self._checked = -math.inf
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._check()
+
+    def on_step_end(self, loss: float) -> None:
+        if time.monotonic() - self._checked >= self.interval_s:
+            self._check()
+
+    def _check(self) -> None:
+        self._checked = time.monotonic()
+        threads = load_aware_threads(self.limit)
+        if threads != torch.get_num_threads():
+            set_num_threads(threads)
+            self.changes.append((self.epoch, threads))
 
 
 def fit(

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..backends.threads import set_num_threads, usable_cpus
 from ..callbacks import TopologyLogger
 from ..distributed import World, barrier, process_group, world_from_env, wrap
 from .checkpoints import (
@@ -35,7 +36,7 @@ from .checks import (
 )
 from .config import TrainConfig
 from .errors import JobError
-from .loop import Callback, CosineDecay, EpochRecord, fit
+from .loop import Callback, CosineDecay, EpochRecord, LoadAwareThreads, fit
 from .recipe import (
     LossFn,
     build_model,
@@ -166,9 +167,10 @@ def _train(
     if main:
         make_logdir(config.logdir)
     ranks = f"; {world.size} ranks" if world.size > 1 else ""
+    threads, follow = _threads(config)
     say(
         f"data: {source}; train {len(train_set)}, test {len(test_set)} samples; "
-        f"device {device}{ranks}"
+        f"device {device}{ranks}; {threads}"
     )
     # purge_step: TensorBoard drops what an earlier, interrupted process of this run logged
     # for the epochs trained again from the checkpoint.
@@ -189,7 +191,7 @@ def _train(
             evaluation_loader(test_set, config, world),
             epochs=config.epochs,
             loss_fn=loss_fn,
-            callbacks=[CosineDecay(optimizers, config.epochs), report, *callbacks],
+            callbacks=[CosineDecay(optimizers, config.epochs), *follow, report, *callbacks],
             start_epoch=start_epoch,
             device=device,
             cost=cost,
@@ -210,6 +212,25 @@ def _train(
         summary = write_report(model, history, source, config, resumes)
     barrier()  # the other ranks end when the files are written
     return summary
+
+
+def _threads(config: TrainConfig) -> tuple[str, list[Callback]]:
+    """Size the thread pools for ``config.threads`` (None: follow the load, up to the
+    usable CPUs and torch's own count, which ``OMP_NUM_THREADS`` sets); returns the words
+    of the start line and the callbacks that follow the load."""
+    usable = usable_cpus()
+    if config.threads is not None:
+        set_num_threads(config.threads)
+        return f"{config.threads} thread{'s' if config.threads > 1 else ''} (--threads)", []
+    limit = min(usable, torch.get_num_threads())
+    follow = LoadAwareThreads(limit)
+    follow.on_epoch_start(0)  # the count the run starts with
+    threads = torch.get_num_threads()
+    return (
+        f"{threads} thread{'s' if threads > 1 else ''} of {usable} usable CPUs (auto: fewer "
+        "while other processes are busy)",
+        [follow],
+    )
 
 
 class _EpochReport(Callback):
