@@ -5,7 +5,7 @@ Reads the 60-epoch runs of one results folder and writes ``targets.md`` there:
 - learned 2-D positions: the runs of ``sj-spatial train --data-root DIR`` with its defaults,
   one folder per seed, ``default-recipe/seed<N>/summary.json`` (the comparison's
   ``rec-d2`` row is the same training, bit for bit:
-  ``tests/test_spoken_digits_compare.py``); ``--job NAME`` reads ``NAME/seed<N>/``
+  ``tests/benchmarks/test_spoken_digits_compare.py``); ``--job NAME`` reads ``NAME/seed<N>/``
   instead (runs of the job with other options) and writes ``targets-NAME.md`` (a ``/`` in
   NAME as ``-``);
 - the GRU and the same recurrent model without delays: ``spoken_digits_compare.py``'s

@@ -140,6 +140,7 @@ def test_the_learned_2d_row_is_the_main_job_with_its_data_root_defaults(
         assert torch.equal(saved["model"][name], value), name
 
 
+@pytest.mark.slow  # trains a tutorial in a subprocess
 def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path, monkeypatch):
     monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"

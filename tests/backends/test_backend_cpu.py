@@ -17,7 +17,15 @@ from sj_spatial import SpatialDelayLinear, SpatialRecurrentContainer
 from sj_spatial.backends import cpu, dense, select, threads
 from sj_spatial.layers import set_cpu_kernel
 
-from matmul_cases import SHAPES, TAPS, assert_close, assert_equals_dense, make_inputs, run, small
+from tests.support.matmul_cases import (
+    SHAPES,
+    TAPS,
+    assert_close,
+    assert_equals_dense,
+    make_inputs,
+    run,
+    small,
+)
 
 
 @pytest.fixture(params=["serial", "parallel"])

@@ -13,7 +13,7 @@ from sj_spatial import (
 )
 from sj_spatial.baselines import FreeDelayLinear, FreeDelayRecurrentContainer
 
-from reference import spec_linear, spec_recurrence
+from tests.support.reference import spec_linear, spec_recurrence
 
 D64 = torch.float64
 

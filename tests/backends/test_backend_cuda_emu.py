@@ -19,7 +19,7 @@ import torch
 
 from sj_spatial.backends import cuda, cuda_lif, dense
 
-from cuda_emu import EmuRunner, compile_kernels, compiler
+from tests.support.cuda_emu import EmuRunner, compile_kernels, compiler
 
 # CuPy compiles each kernel module's source on its own.
 MODULES = pytest.mark.parametrize("module", [cuda, cuda_lif], ids=["cuda", "cuda_lif"])
@@ -102,6 +102,7 @@ def test_extreme_taps_and_zero_fraction(emu, taps):
     [{"sms": 1}, {"sms": 64, "warps": 2}, {"sms": 2, "warps": 8}, {"sms": 8, "warps": 1}],
     ids=["few_sms", "split_stream", "eight_warps", "one_warp"],
 )
+@pytest.mark.slow  # compilers and the emulator
 def test_launch_geometries(emu, runner_kw):
     x, w, k, f, num_taps = make_case(70, 10, 50, 21, 5, seed=3, sparse=True)
     check(EmuRunner(emu, **runner_kw), x, w, k, f, num_taps, 66)
@@ -169,6 +170,7 @@ def _kernel_entries(ptx: str) -> set[str]:
     return set(re.findall(r"\.entry\s+(\w+)", ptx))
 
 
+@pytest.mark.slow  # compilers and the emulator
 @MODULES
 def test_kernels_compile_with_nvcc(tmp_path, module):
     nvcc = shutil.which("nvcc")
@@ -196,6 +198,7 @@ def _libnvrtc() -> str | None:
     return None
 
 
+@pytest.mark.slow  # compilers and the emulator
 @MODULES
 def test_kernels_compile_with_nvrtc(module):
     """NVRTC is the compiler CuPy uses for RawModule; compile exactly as it would."""

@@ -21,10 +21,10 @@ from sj_spatial.backends import cuda, cuda_lif
 from sj_spatial.backends.contract import LIFCell
 from sj_spatial.backends.cupy_runtime import DEFAULT_SMEM
 
-from cuda_emu import compiler
+from tests.support.cuda_emu import compiler
 
 MODULES = pytest.mark.parametrize("module", [cuda, cuda_lif], ids=["cuda", "cuda_lif"])
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_BLOCK = 1024  # threads per block of every CUDA GPU: the bound of a kernel without one
 C_TYPES = {"f32": "float", "f64": "double"}
 

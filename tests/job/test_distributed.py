@@ -166,6 +166,7 @@ def _spawn(fn, args) -> None:
                 process.kill()
 
 
+@pytest.mark.slow  # starts ranks in subprocesses
 def test_ddp_trains_spatial_layers_like_one_process_on_the_global_batches(tmp_path):
     _spawn(_rank_worker, (str(tmp_path / "init"), str(tmp_path)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(RANKS)]
@@ -229,6 +230,7 @@ def _evaluate(checkpoint: Path, data_root: Path) -> tuple[float, float]:
     return loss / count, correct / count
 
 
+@pytest.mark.slow  # starts ranks in subprocesses
 def test_torchrun_job_writes_one_set_of_files_and_reports_the_checkpoints_accuracy(
     tiny_shd, tmp_path, monkeypatch, capsys
 ):
@@ -270,6 +272,7 @@ def test_torchrun_job_writes_one_set_of_files_and_reports_the_checkpoints_accura
     assert cli.load_checkpoint(logdir / "checkpoint.pt")["epoch"] == 1
 
 
+@pytest.mark.slow  # starts ranks in subprocesses
 @pytest.mark.parametrize("chunks", [["--tbptt", "7"], ["--recompute", "7"]])
 def test_torchrun_job_in_time_chunks_matches_one_process(tiny_shd, tmp_path, monkeypatch, chunks):
     """Several backward passes per step (one per chunk, and the wiring cost's own) still

@@ -1,6 +1,6 @@
 """backend='cupy' on a CUDA GPU: the same outputs and gradients as backend='torch'.
 
-Skipped where CuPy or a GPU is missing. ``python tests/test_backend_cupy.py`` prints
+Skipped where CuPy or a GPU is missing. ``python tests/backends/test_backend_cupy.py`` prints
 forward + backward timings against ``nn.Linear``.
 """
 

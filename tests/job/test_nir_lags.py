@@ -13,7 +13,7 @@ from sj_spatial.baselines import FreeDelayLinear
 from sj_spatial.nir_exchange import DelayBudget, DelayBudgetError, bin_by_lag, deployed_lags
 from sj_spatial.nir_exchange.lags import apply_budget, check_budget_options
 
-from reference import spec_linear
+from tests.support.reference import spec_linear
 
 D64 = torch.float64
 

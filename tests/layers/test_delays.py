@@ -2,7 +2,7 @@ import torch
 
 from sj_spatial.delays import EPS, delay_taps, delays_from_positions, distances
 
-from reference import spec_delays
+from tests.support.reference import spec_delays
 
 
 def test_delays_follow_the_spec_formula_with_clamp():

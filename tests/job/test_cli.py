@@ -519,6 +519,7 @@ def test_resume_of_a_finished_run_does_nothing(
     assert files() == before  # no file rewritten, none added (no new events file)
 
 
+@pytest.mark.slow  # a job in a subprocess
 def test_the_command_line_reports_a_mistake_in_one_line(tmp_path):
     """End to end, as a user runs it: no traceback, exit status 1, nothing created."""
     logdir = tmp_path / "run"
@@ -626,6 +627,7 @@ def test_resume_with_other_training_options_writes_them_into_the_summary(
     assert "| resumed after epoch 1 | changed --lr 0.01 -> 0.02, --clip 1.0 -> 0.0 |" in table
 
 
+@pytest.mark.slow  # a job in a subprocess
 def test_ctrl_c_is_one_line_exit_130_and_the_checkpoint_resumes(tiny_shd, tmp_path):
     """End to end, as a user does it: SIGINT to a running job after its first epoch."""
     logdir = tmp_path / "run"
@@ -660,6 +662,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_checkpoint_resumes(tiny_shd, tmp_pa
     assert saved["epoch"] + 2 == int(match[1])  # the last finished epoch is the one before
 
 
+@pytest.mark.slow  # a job in a subprocess
 def test_the_readme_command_into_a_logdir_with_a_run_changes_nothing(checkpoint_dir, tmp_path):
     """`sj-spatial train` as the README gives it, where runs/train holds a finished run."""
     home = tmp_path / "work"

@@ -13,7 +13,7 @@ from sj_spatial import SpatialRecurrentContainer, backends
 from sj_spatial.backends import cpu, cpu_lif
 from sj_spatial.models import ExponentialSynapse, recurrent_shd_model
 
-from lif_cases import LIF_VARIANTS, cell, final_state
+from tests.support.lif_cases import LIF_VARIANTS, cell, final_state
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason="numba is not installed")
 

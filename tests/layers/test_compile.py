@@ -14,7 +14,11 @@ from sj_spatial import SpatialDelayLinear, backends
 from sj_spatial.layers import set_cpu_kernel
 from sj_spatial.models import recurrent_shd_model
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on SJ internals
+# Slow: every case compiles a model (inductor compiles C++).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # dynamo's notes on SJ internals
+]
 
 
 def _feedforward():

@@ -22,8 +22,11 @@ from sj_spatial.delays import delay_taps
 from sj_spatial.functional import _fused_lif, _Synapses
 from sj_spatial.models import ExponentialSynapse, recurrent_shd_model
 
-from cuda_emu import EmuRunner, compile_kernels, compiler
-from lif_cases import LIF_VARIANTS, cell, final_state
+from tests.support.cuda_emu import EmuRunner, compile_kernels, compiler
+from tests.support.lif_cases import LIF_VARIANTS, cell, final_state
+
+# Slow: the CUDA emulator compiles the kernels with g++ and runs them thread by thread.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from sj_spatial.backends import cupy_missing
 from sj_spatial.delays import delay_taps, delays_from_positions
 from sj_spatial.layers import set_cpu_kernel
 
-from reference import spec_linear, spec_recurrence
+from tests.support.reference import spec_linear, spec_recurrence
 
 SETTINGS = settings(
     max_examples=8,

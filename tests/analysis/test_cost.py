@@ -23,7 +23,7 @@ from sj_spatial import (
 from sj_spatial.backends import cupy_missing
 from sj_spatial.cost import communicability, layer_distances, named_spatial_layers
 
-from reference import spec_linear
+from tests.support.reference import spec_linear
 
 D64 = torch.float64
 EPS = 1e-4

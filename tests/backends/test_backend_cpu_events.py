@@ -12,7 +12,14 @@ pytest.importorskip("numba")
 from sj_spatial import SpatialDelayLinear
 from sj_spatial.backends import cpu, cpu_schedule, dense
 
-from matmul_cases import SHAPES, TAPS, assert_close, assert_equals_dense, make_inputs, run
+from tests.support.matmul_cases import (
+    SHAPES,
+    TAPS,
+    assert_close,
+    assert_equals_dense,
+    make_inputs,
+    run,
+)
 
 
 @pytest.fixture(params=["serial", "parallel"])

@@ -120,6 +120,7 @@ def test_a_missing_synthesizer_is_one_clear_message(sd, monkeypatch, tmp_path):
 SYNTHESIZERS = shutil.which("espeak-ng") and shutil.which("flite")
 
 
+@pytest.mark.slow  # runs speech synthesizers
 @pytest.mark.skipif(not SYNTHESIZERS, reason="needs the Debian packages espeak-ng and flite")
 def test_a_tiny_build_is_shd_and_repeats_exactly(sd, tmp_path):
     train = (sd.TRAIN_SPEAKERS[0], sd.TRAIN_SPEAKERS[-1])  # espeak-ng and flite

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+# Slow: each tutorial trains two models in a subprocess.
+pytestmark = pytest.mark.slow
+
+TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
 SCRIPTS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 TIMEOUT = 180  # seconds per tutorial; quick mode takes a few on two CPU cores
 

@@ -8,7 +8,7 @@ from sj_spatial import NeuronPositions, SpatialDelayLinear
 from sj_spatial.delays import delays_from_positions
 from sj_spatial.functional import delayed_linear
 
-from reference import spec_delays, spec_linear
+from tests.support.reference import spec_delays, spec_linear
 
 D64 = torch.float64
 

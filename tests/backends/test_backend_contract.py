@@ -9,7 +9,7 @@ import torch
 
 from sj_spatial.backends import contract, cpu, cpu_lif, cuda, cuda_lif, dense
 
-from cuda_emu import EmuRunner, compile_kernels, compiler
+from tests.support.cuda_emu import EmuRunner, compile_kernels, compiler
 
 MATMUL = ["x", "weight", "taps", "frac", "window", "t_out"]
 

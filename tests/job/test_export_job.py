@@ -134,6 +134,7 @@ def test_export_mistakes_are_one_line_and_write_nothing(finished_run, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.slow  # a job in a subprocess
 def test_the_command_line_reports_a_mistake_in_one_line(tmp_path):
     """End to end, as a user runs it: no traceback, exit status 1, nothing created."""
     out = tmp_path / "model.nir"

@@ -21,7 +21,7 @@ from sj_spatial.backends import cuda, cupy_missing
 from sj_spatial.delays import autocast_dtype, delay_taps, distances
 from sj_spatial.layers import set_cpu_kernel
 
-from cuda_emu import EmuRunner, compile_kernels, compiler
+from tests.support.cuda_emu import EmuRunner, compile_kernels, compiler
 
 HALF = (torch.bfloat16, torch.float16)
 #: Normwise relative error allowed against the float32 result, a few units of roundoff

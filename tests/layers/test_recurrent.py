@@ -9,7 +9,7 @@ from sj_spatial import NeuronPositions, SpatialRecurrentContainer
 from sj_spatial.delays import delays_from_positions
 from sj_spatial.functional import delayed_recurrence
 
-from reference import spec_recurrence
+from tests.support.reference import spec_recurrence
 
 D64 = torch.float64
 
