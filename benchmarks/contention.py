@@ -8,6 +8,8 @@ comes from one run under the same conditions:
   (``OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1``);
 - ``1 busy``: one other process keeps one core busy (a pure-Python spin loop);
 - ``3 busy`` and ``3 busy, 1 thread``: three such processes, default threads and one;
+- ``torch busy``: another experiment on the machine: a process that multiplies matrices
+  with torch at its default thread count (its OpenMP threads spin between products);
 - ``2 jobs``: two main jobs at once (the wall time of each; fair share is 2x idle).
 
 ``profile``: the time of the main job's training step and of its kernels (torch's
@@ -40,24 +42,29 @@ from bench_layers import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: ``name: (busy processes, extra environment, jobs at once)``.
+#: ``name: (busy processes, extra environment, jobs at once)``; a busy process is a
+#: spin loop (an int) or a torch job (:data:`TORCH_JOB`).
 SITUATIONS = {
     "idle": (0, {}, 1),
     "idle, 1 thread": (0, ONE_THREAD, 1),
     "1 busy": (1, {}, 1),
     "3 busy": (3, {}, 1),
     "3 busy, 1 thread": (3, ONE_THREAD, 1),
+    "torch busy": ("torch", {}, 1),
     "2 jobs": (0, {}, 2),
 }
 SPIN = "while True: pass"
+TORCH_JOB = "import torch\na = torch.rand(1500, 1500)\nwhile True:\n    a @ a\n"
 
 
 @contextlib.contextmanager
-def busy(count: int):
-    """``count`` processes that keep a core busy each, for the duration of the block."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
+def busy(count: int | str):
+    """``count`` processes that keep a core busy each (``"torch"``: one torch job), for the
+    duration of the block."""
+    codes = [TORCH_JOB] if count == "torch" else [SPIN] * count
+    spinners = [subprocess.Popen([sys.executable, "-c", code]) for code in codes]
     try:
-        time.sleep(0.5 if count else 0)  # let them start spinning
+        time.sleep(2.0 if count == "torch" else 0.5 if count else 0)  # started and busy
         yield
     finally:
         for spinner in spinners:
@@ -86,6 +93,7 @@ def run_jobs(situation: str, epochs: int, tmp: Path) -> list[float]:
                 subprocess.Popen(
                     job_command(logdir, epochs),
                     env=environment,
+                    cwd=tmp,  # sj_spatial from the environment, not from a checkout's folder
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -143,9 +151,15 @@ ops = {{e.key: e.cpu_time_total / 1e3 / {steps} for e in prof.key_averages()}}
 print(json.dumps({{"walls": walls, "ops": ops}}))
 """
     env = {**os.environ, **(ONE_THREAD if threads == 1 else {})}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    with tempfile.TemporaryDirectory() as tmp:  # sj_spatial from the environment
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(done.stdout.splitlines()[-1])
 
 
