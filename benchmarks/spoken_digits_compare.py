@@ -23,12 +23,13 @@ are ``sj-spatial train --data-root``'s.
 - ``tutorial02``: ``tutorials/02_dcls_to_positions.py`` run as it is (SNN-delays' DCLS
   model against the same model with learned positions); two rows.
 
-Each (row, training, seed) writes ``<row>-<training>-s<seed>.json`` into ``--out`` (test
-accuracy after the last epoch, the best epoch's, trainable parameters, seconds per
-training epoch, the configuration and the machine); ``--summarize`` writes ``summary.md``
-from every JSON there, a line per row and training (learning rate, augmentation, epochs,
-and for the rows with delays ``--max-delay`` and ``--delay-scale``): mean +- std, the
-Student-t 95 % interval of the mean, parameters, time per epoch.
+Each (row, training, seed) adds its record, run ``<row>-<training>-s<seed>``, to
+``records.jsonl`` in ``--out`` (``benchmarks/records.py``: test accuracy after the last
+epoch, the best epoch's, per epoch, trainable parameters, seconds per training epoch, the
+configuration and the machine); ``--summarize`` writes ``summary.md`` from every record
+there, a line per row and training (learning rate, augmentation, epochs, and for the rows
+with delays ``--max-delay`` and ``--delay-scale``): mean +- std, the Student-t 95 %
+interval of the mean, parameters, time per epoch.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 from bench_layers import machine_info
+from records import append_record, read_records
 from seeding import draw_like_positions
 from torch import nn
 from yinyang import count_params, mean_interval
@@ -223,19 +225,19 @@ def training(lr: float, augment: bool, epochs: int, delays: tuple[int, float] | 
     return words + (f", max delay {delays[0]}, scale {delays[1]:g}" if delays else "")
 
 
-def record_name(record: dict) -> str:
-    """``<row>-<training>-s<seed>.json``, the training in a file-name form."""
+def run_name(record: dict) -> str:
+    """``<row>-<training>-s<seed>``, the training in a file-name form: the record's ``run``
+    (the name of its JSON file before records)."""
     slug = record["training"].replace("the tutorial's: ", "").replace(", ", "-")
     slug = slug.replace("not augmented", "noaug").replace("augmented", "aug").replace(" ", "")
-    return f"{record['row']}-{slug}-s{record['seed']}.json"
+    return f"{record['row']}-{slug}-s{record['seed']}"
 
 
-def summarize(out: Path) -> str:
-    """``summary.md`` of every JSON in ``out``: one row per table row and training, in
-    :data:`ROWS`'s order; returns its text."""
+def summary_table(records: list[dict]) -> str:
+    """The summary of ``records``: one row per table row and training, in :data:`ROWS`'s
+    order."""
     runs: dict[tuple[str, str], list[dict]] = {}
-    for path in sorted(out.glob("*-s*.json")):
-        record = json.loads(path.read_text())
+    for record in records:
         runs.setdefault((record["row"], record["training"]), []).append(record)
     lines = [
         "| model | training | trainable params | s / epoch | seeds | test acc, last epoch "
@@ -257,7 +259,12 @@ def summarize(out: Path) -> str:
             f"{statistics.fmean(acc):.1f}{spread} | "
             f"{f'{ci[0]:.1f}-{ci[1]:.1f}' if ci else '-'} | {statistics.fmean(best):.1f} |"
         )
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def summarize(out: Path) -> str:
+    """Write ``summary.md`` of every record in ``out``; returns its text."""
+    text = summary_table(read_records(out))
     (out / "summary.md").write_text(text)
     return text
 
@@ -268,7 +275,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=MODELS, help="the row(s) to train")
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0..4")
     parser.add_argument("--data-root", type=Path, help="folder with shd_train.h5, shd_test.h5")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the records")
     parser.add_argument(
         "--epochs",
         type=int,
@@ -332,9 +339,9 @@ def main(argv: list[str] | None = None) -> None:
             )
             records = [train_row(args.model, config)]
         for record in records:
+            record = {"script": "spoken_digits_compare.py", "run": run_name(record), **record}
             record["machine"] = machine
-            path = args.out / record_name(record)
-            path.write_text(json.dumps(record, indent=1))
+            append_record(args.out, record)
             print(
                 f"{record['row']} seed {seed}: test {record['test_acc']:.3f} (best "
                 f"{record['best_test_acc']:.3f}), {record['params']:,} params, "

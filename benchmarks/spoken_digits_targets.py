@@ -1,16 +1,18 @@
 """Spoken digits: the two accuracy targets, with the interval of each difference.
 
-Reads the 60-epoch runs of one results folder and writes ``targets.md`` there:
+Reads the records of the 60-epoch runs of one results folder (``benchmarks/records.py``)
+and writes ``targets.md`` there:
 
 - learned 2-D positions: the runs of ``sj-spatial train --data-root DIR`` with its defaults,
-  one folder per seed, ``default-recipe/seed<N>/summary.json`` (the comparison's
+  recorded in ``default-recipe/records.jsonl`` as runs ``seed<N>`` (``python
+  benchmarks/records.py add-job RESULTS/default-recipe LOGDIR``; the comparison's
   ``rec-d2`` row is the same training, bit for bit:
-  ``tests/benchmarks/test_spoken_digits_compare.py``); ``--job NAME`` reads ``NAME/seed<N>/``
-  instead (runs of the job with other options) and writes ``targets-NAME.md`` (a ``/`` in
-  NAME as ``-``);
+  ``tests/benchmarks/test_spoken_digits_compare.py``); ``--job NAME`` reads the runs
+  ``seed<N>`` recorded in ``NAME/`` instead (runs of the job with other options) and writes
+  ``targets-NAME.md`` (a ``/`` in NAME as ``-``);
 - the GRU and the same recurrent model without delays: ``spoken_digits_compare.py``'s
-  JSON records, ``--model gru --lr 0.003`` and ``--model rec-none --lr 0.01``, each with
-  ``--epochs 60``.
+  records in the folder itself, ``--model gru --lr 0.003`` and ``--model rec-none --lr
+  0.01``, each with ``--epochs 60``.
 
 The targets, each judged on Welch's t interval of the difference of two means (unequal
 variances, 95 %): learned positions within ``--gap`` (3) points of the GRU, and clearly
@@ -23,12 +25,12 @@ side, ``met on the means only`` when just the difference of the means is.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import statistics
 from pathlib import Path
 
+from records import read_records
 from yinyang import mean_interval
 
 EPOCHS = 60
@@ -55,12 +57,8 @@ def difference_interval(
 
 def compare_runs(results: Path, row: tuple[str, str]) -> dict[int, float]:
     """Test accuracy (%) after the last epoch, by seed, of one comparison row."""
-    runs = {}
-    for path in sorted(results.glob(f"{row[0]}-*-s*.json")):
-        record = json.loads(path.read_text())
-        if (record["row"], record["training"]) == row:
-            runs[record["seed"]] = 100 * record["test_acc"]
-    return runs
+    records = read_records(results, row=row[0], training=row[1])
+    return {r["seed"]: 100 * r["test_acc"] for r in sorted(records, key=lambda r: r["seed"])}
 
 
 #: The folder of the runs of ``sj-spatial train --data-root`` with its defaults.
@@ -68,14 +66,14 @@ DEFAULT_JOB = "default-recipe"
 
 
 def job_runs(results: Path, job: str = DEFAULT_JOB) -> dict[int, float]:
-    """Test accuracy (%) after the last epoch, by seed, of the job's runs in ``job``."""
+    """Test accuracy (%) after the last epoch, by seed, of the job's runs ``seed<N>``
+    recorded in ``job``."""
     runs = {}
-    for path in sorted(results.glob(f"{job}/seed*/summary.json")):
-        match = re.fullmatch(r"seed(\d+)", path.parent.name)
-        summary = json.loads(path.read_text())
-        if match and summary["epochs"] == EPOCHS:
-            runs[int(match[1])] = 100 * summary["test_accuracy"]
-    return runs
+    for record in read_records(results / job, epochs=EPOCHS):
+        match = re.fullmatch(r"seed(\d+)", record["run"])
+        if match:
+            runs[int(match[1])] = 100 * record["test_accuracy"]
+    return dict(sorted(runs.items()))
 
 
 def _interval(interval: tuple[float, float] | None, digits: int = 1) -> str:
@@ -89,9 +87,20 @@ def verdict(mean: float, interval: tuple[float, float] | None, bound: float) -> 
     return "met on the means only" if mean > bound else "not met"
 
 
+def targets_file(job: str = DEFAULT_JOB) -> str:
+    """The name of the file that judges ``job``'s runs: ``targets.md`` for the defaults."""
+    return "targets.md" if job == DEFAULT_JOB else f"targets-{job.strip('/').replace('/', '-')}.md"
+
+
 def targets(results: Path, gap: float = 3.0, job: str = DEFAULT_JOB) -> str:
-    """``targets.md`` (``targets-<job>.md`` for another ``job``) for ``results``; returns
-    its text."""
+    """Write :func:`targets_file` for ``results``; returns its text."""
+    text = targets_table(results, gap, job)
+    (results / targets_file(job)).write_text(text)
+    return text
+
+
+def targets_table(results: Path, gap: float = 3.0, job: str = DEFAULT_JOB) -> str:
+    """The two tables of :func:`targets_file` from the records of ``results``."""
     label = "the defaults" if job == DEFAULT_JOB else f"{job}/"
     rows = {
         "GRU 128, non-spiking": compare_runs(results, GRU),
@@ -134,10 +143,7 @@ def targets(results: Path, gap: float = 3.0, job: str = DEFAULT_JOB) -> str:
             f"| positions clearly above no delays | positions - no delays = {diff:.1f} | "
             f"{_interval(interval, 2)} | {verdict(diff, interval, 0.0)} |"
         )
-    text = "\n".join(lines) + "\n"
-    name = "targets.md" if job == DEFAULT_JOB else f"targets-{job.strip('/').replace('/', '-')}.md"
-    (results / name).write_text(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--job",
         default=DEFAULT_JOB,
-        help=f"folder of the learned-positions runs, one seed<N>/ each (default: {DEFAULT_JOB})",
+        help=f"folder of the learned-positions runs' records (default: {DEFAULT_JOB})",
     )
     args = parser.parse_args(argv)
     if not args.results.is_dir():

@@ -4,10 +4,12 @@ Every configuration trains the paper's recurrent model (700 -> Linear -> recurre
 ExponentialSynapse + LIF with position-derived delays -> Linear -> leaky readout,
 :func:`sj_spatial.models.recurrent_shd_model`) with BPTT, Adam (weights ``--lr``,
 positions ``--position-lr``), cosine decay per epoch and gradient clipping, as
-``sj-spatial train`` does, and writes ``runs/<name>.json`` (history per epoch, final
-metrics, delay histogram, pruning curves) and ``runs/<name>.pt`` (the state_dict).
-``report`` (run at the end, or alone with ``--report-only``) reads every run it finds and
-writes ``results.json``, ``results.md`` and five figures:
+``sj-spatial train`` does, and adds its record, run ``<name>``, to ``records.jsonl``
+(``benchmarks/records.py``: history per epoch, final metrics, delay histogram, pruning
+curves) and writes ``runs/<name>.pt`` (the state_dict: the trained model, for analyses
+beyond the report; the report and the figures read only the records). ``report`` (run at
+the end, or alone with ``--report-only``) reads every record and writes ``results.json``,
+``results.md`` and five figures:
 
 - ``fig5_wiring_cost.png``: modularity, wiring efficiency, accuracy and mean synapse
   length against the strength of a wiring cost ``strength * sum |w| d**power`` on the
@@ -46,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_layers import cpu_model
+from records import append_record, read_records
 from seeding import draw_like_positions
 from torch import nn
 
@@ -273,7 +276,7 @@ REPORTED_SPATIAL = ("wiring_efficiency", "mean_length", "wiring_cost")
 
 # ---------------------------------------------------------------- training
 def train_one(config: Config, args, data, settings: dict) -> dict:
-    """Train one configuration; returns its record (also written to ``runs/<name>.json``)."""
+    """Train one configuration; returns its record (also added to ``records.jsonl``)."""
     train_set, test_set = data
     model = build_model(config, args)
     opt = optimizer(model, args)
@@ -323,6 +326,8 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     )
     seconds = time.perf_counter() - t0
     record = {
+        "script": "structure.py",
+        "run": config.name,
         "config": asdict(config),
         "settings": settings,
         "seed": args.seed,
@@ -336,10 +341,10 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     }
     if config.prune and has_positions(model):
         record["pruning"] = pruning_curves(model, test_loader, args.seed)
-    runs = args.out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{config.name}.json").write_text(json.dumps(record, indent=1))
-    torch.save(model.state_dict(), runs / f"{config.name}.pt")
+    append_record(args.out, record)
+    models = args.out / "runs"
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), models / f"{config.name}.pt")
     return record
 
 
@@ -350,8 +355,8 @@ def _short(model, seed: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------ report
 def load_runs(out: Path) -> dict[str, dict]:
-    """Every ``runs/<name>.json`` in ``out``, by name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+    """Every run recorded in ``out``, by name, in the order of the names."""
+    return {r["run"]: r for r in sorted(read_records(out), key=lambda r: r["run"])}
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -420,11 +425,11 @@ def _hidden(record: dict) -> int:
     return int(record["settings"]["hidden"])
 
 
-def write_report(out: Path) -> dict:
-    """``results.json``, ``results.md`` and the figures from the runs in ``out``."""
+def report(out: Path) -> dict:
+    """What ``results.json`` holds, from the runs recorded in ``out``."""
     runs = load_runs(out)
     if not runs:
-        raise SystemExit(f"no runs in {out / 'runs'}; train some first")
+        raise SystemExit(f"no runs recorded in {out}; train some first")
     costs, ablation = cost_rows(runs), ablation_rows(runs)
     pruning = {n: r["pruning"] for n, r in runs.items() if "pruning" in r}
     spec = {n: [h for h in r["history"] if "r2" in h] for n, r in runs.items()}
@@ -438,6 +443,12 @@ def write_report(out: Path) -> dict:
         "delays": delays,
         "ablation": ablation,
     }
+    return results
+
+
+def write_report(out: Path) -> dict:
+    """``results.json``, ``results.md`` and the figures from the runs recorded in ``out``."""
+    results = report(out)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     figures(results, out)
     (out / "results.md").write_text(markdown(results) + "\n")

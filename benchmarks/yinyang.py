@@ -23,15 +23,16 @@ gradients sum to zero over the classes, so they cannot lift all three. Without d
 Training: Adam on ``sj_spatial.param_groups`` (positions / free delays at
 ``--position-lr``), cosine learning-rate decay over the epochs; the model of the epoch
 with the best validation accuracy is kept and its test accuracy reported. Each
-(variant, seed) writes ``<tag>-s<seed>.json`` into ``--out``; ``summary.md`` and
-``accuracy_vs_params.png`` are rebuilt from every JSON there after each run, or alone
+(variant, seed) adds its record, run ``<tag>-s<seed>``, to ``records.jsonl`` in ``--out``
+(``benchmarks/records.py``); ``summary.md``, ``summary.json`` and
+``accuracy_vs_params.png`` are rebuilt from every record there after each run, or alone
 with ``--summarize``. See benchmarks/README.md.
 
 Numerics: run as a script, the benchmark pins the instruction set of torch's, MKL's,
 oneDNN's and numba's CPU kernels to AVX2 (``--isa avx2``, the default; :data:`AVX2`),
 whose rounding any x86-64 CPU of the last decade reproduces, instead of each machine's
-widest (AVX-512 on many Intel CPUs); ``--isa native`` leaves them alone. Each JSON
-records what decides its numbers (``machine.numerics``: code commit, instruction sets,
+widest (AVX-512 on many Intel CPUs); ``--isa native`` leaves them alone. Each record
+holds what decides its numbers (``machine.numerics``: code commit, instruction sets,
 thread counts, library versions). benchmarks/RESULTS.md, "What a seed decides".
 """
 
@@ -52,6 +53,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_layers import machine_info
+from records import append_record, read_records
 from seeding import draw_like_positions
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
@@ -231,7 +233,8 @@ def encoded(size: int, seed: int, cfg: Config) -> tuple[torch.Tensor, torch.Tens
 
 
 def train(cfg: Config, log=print) -> dict:
-    """Train one model; the record of :func:`main`'s JSON (without machine fields)."""
+    """Train one model; its record as :func:`main` keeps it, without the name, the command
+    and the machine."""
     start = time.perf_counter()
     train_x, train_y = encoded(cfg.train_size, 42, cfg)
     val_x, val_y = encoded(cfg.val_size, 41, cfg)
@@ -453,15 +456,24 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 
 def load_runs(out: Path) -> list[dict]:
-    """Every run JSON in ``out`` (the files :func:`main` writes)."""
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*-s*.json"))]
+    """Every run recorded in ``out`` (the records :func:`main` adds)."""
+    return read_records(out)
+
+
+def _texts(rows: list[dict]) -> dict[str, str]:
+    return {"summary.md": markdown(rows), "summary.json": json.dumps(rows, indent=1)}
+
+
+def summary_files(out: Path) -> dict[str, str]:
+    """``summary.md`` and ``summary.json`` of the runs recorded in ``out``, by file name."""
+    return _texts(summarize(load_runs(out)))
 
 
 def write_summary(out: Path) -> list[dict]:
     """Rebuild ``summary.md``, ``summary.json`` and ``accuracy_vs_params.png`` in ``out``."""
     rows = summarize(load_runs(out))
-    (out / "summary.md").write_text(markdown(rows))
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    for name, text in _texts(rows).items():
+        (out / name).write_text(text)
     plot(rows, out / "accuracy_vs_params.png")
     return rows
 
@@ -546,8 +558,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         record = train(cfg)
         machine = machine_info(torch.device("cpu"))
         machine["numerics"] = numerics
+        record = {"script": "yinyang.py", "run": f"{cfg.tag}-s{seed}", **record}
         record.update(command=command, machine=machine)
-        (args.out / f"{cfg.tag}-s{seed}.json").write_text(json.dumps(record, indent=1))
+        append_record(args.out, record)
         print(
             f"{cfg.tag} seed {seed}: val {record['val_acc']:.4f} test {record['test_acc']:.4f} "
             f"params {record['params']} ({record['time_s']:.0f} s)"

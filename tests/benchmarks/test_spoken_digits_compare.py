@@ -3,8 +3,6 @@ record, and the summary tabulates every record."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -72,7 +70,8 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     common = ["--data-root", str(tiny_shd), "--out", str(out), "--epochs", "2", "--limit", "24"]
     cmp.main(["--model", "rec-d2", "--seeds", "0,1", *common])
     cmp.main(["--model", "gru", "--seeds", "0", "--no-augment", *common])
-    record = json.loads((out / "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1.json").read_text())
+    (record,) = cmp.read_records(out, run="rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1")
+    assert record["script"] == "spoken_digits_compare.py"
     assert record["row"] == "rec-d2" and record["seed"] == 1
     assert record["training"] == "lr 0.01, augmented, 2 epochs, max delay 25, scale 3"
     assert len(record["test_acc_per_epoch"]) == 2
@@ -80,7 +79,12 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
     assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
     assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
-    gru = json.loads((out / "gru-lr0.01-noaug-2epochs-s0.json").read_text())
+    (gru,) = cmp.read_records(out, run="gru-lr0.01-noaug-2epochs-s0")
+    assert [r["run"] for r in cmp.read_records(out)] == [
+        "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s0",
+        "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1",
+        "gru-lr0.01-noaug-2epochs-s0",
+    ]
     assert (
         gru["config"]["augment"] == "False"
         and gru["training"] == "lr 0.01, not augmented, 2 epochs"
@@ -92,13 +96,8 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     assert list(rows) == [cmp.ROWS["gru"], cmp.ROWS["rec-d2"]]  # the table's order
     d2 = rows[cmp.ROWS["rec-d2"]]
     assert d2[1] == "lr 0.01, augmented, 2 epochs, max delay 25, scale 3" and d2[4] == "2 (0, 1)"
-    accs = [
-        100
-        * json.loads((out / f"rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s{s}.json").read_text())[
-            "test_acc"
-        ]
-        for s in (0, 1)
-    ]
+    accs = [100 * r["test_acc"] for r in cmp.read_records(out, row="rec-d2")]
+    assert len(accs) == 2
     assert d2[5].startswith(f"{sum(accs) / 2:.1f} ± ")
     assert rows[cmp.ROWS["gru"]][6] == "-"  # no interval from one seed
 
@@ -112,7 +111,7 @@ def test_rows_with_delays_name_their_delays_and_default_to_the_jobs(cmp):
     words = cmp.training(0.01, True, 20, (25, 3.0))
     assert words == "lr 0.01, augmented, 20 epochs, max delay 25, scale 3"
     record = {"row": "rec-free", "training": words, "seed": 2}
-    assert cmp.record_name(record) == "rec-free-lr0.01-aug-20epochs-maxdelay25-scale3-s2.json"
+    assert cmp.run_name(record) == "rec-free-lr0.01-aug-20epochs-maxdelay25-scale3-s2"
     assert cmp.training(0.003, False, 60) == "lr 0.003, not augmented, 60 epochs"
 
 
@@ -129,8 +128,8 @@ def test_the_learned_2d_row_is_the_main_job_with_its_data_root_defaults(
     build = cmp.build_model
     monkeypatch.setattr(cmp, "build_model", lambda *args: built.append(build(*args)) or built[-1])
     cmp.main(["--model", "rec-d2", "--seeds", "1", "--out", str(tmp_path / "out"), *common])
-    record = json.loads(
-        (tmp_path / "out" / "rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1.json").read_text()
+    (record,) = cmp.read_records(
+        tmp_path / "out", run="rec-d2-lr0.01-aug-2epochs-maxdelay25-scale3-s1"
     )
     saved = load_checkpoint(logdir / "checkpoint.pt")
     assert record["test_acc_per_epoch"] == saved["history"]["test_acc"]
@@ -148,8 +147,8 @@ def test_the_tutorial_rows_come_from_the_tutorial_itself(cmp, tiny_shd, tmp_path
         ["--model", "tutorial01", "--seeds", "3", "--data-root", str(tiny_shd)]
         + ["--out", str(out), "--epochs", "1", "--limit", "16"]
     )
-    plain = json.loads((out / "ff-none-lr0.001-1epochs-s3.json").read_text())
-    spatial = json.loads((out / "ff-d2-lr0.001-1epochs-s3.json").read_text())
+    (plain,) = cmp.read_records(out, run="ff-none-lr0.001-1epochs-s3")
+    (spatial,) = cmp.read_records(out, run="ff-d2-lr0.001-1epochs-s3")
     assert plain["training"] == "the tutorial's: lr 0.001, 1 epochs"
     assert plain["config"]["seed"] == spatial["config"]["seed"] == 3
     assert plain["config"]["hidden"] == 256 and plain["config"]["epochs"] == 1

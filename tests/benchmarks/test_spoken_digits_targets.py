@@ -3,8 +3,6 @@ records written here in the comparison's and the job's formats."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from scipy import stats
 
@@ -12,6 +10,11 @@ from scipy import stats
 @pytest.fixture(scope="module")
 def tg(benchmark_script):
     return benchmark_script("spoken_digits_targets")
+
+
+@pytest.fixture(scope="module")
+def records(benchmark_script):
+    return benchmark_script("records")
 
 
 def test_the_difference_interval_is_welchs(tg):
@@ -29,28 +32,29 @@ def test_a_verdict_needs_the_whole_interval_for_met(tg):
     assert tg.verdict(-1.0, (-3.0, 1.0), 0.0) == "not met"
 
 
-def _compare(folder, row, training, seed, acc):
+def _compare(records, folder, row, training, seed, acc):
     record = {"row": row, "training": training, "seed": seed, "test_acc": acc}
     slug = training.replace(", ", "-").replace(" ", "")
-    (folder / f"{row}-{slug}-s{seed}.json").write_text(json.dumps(record))
+    records.append_record(
+        folder, {"script": "spoken_digits_compare.py", "run": f"{row}-{slug}-s{seed}", **record}
+    )
 
 
-def _job(folder, name, epochs, acc, job="default-recipe"):
-    (folder / job / name).mkdir(parents=True)
+def _job(records, folder, name, epochs, acc, job="default-recipe"):
     summary = {"epochs": epochs, "test_accuracy": acc}
-    (folder / job / name / "summary.json").write_text(json.dumps(summary))
+    records.append_record(folder / job, {"script": "sj-spatial train", "run": name, **summary})
 
 
-def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
+def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, records, tmp_path):
     for seed, acc in enumerate([0.90, 0.91, 0.89]):
-        _compare(tmp_path, "gru", "lr 0.003, augmented, 60 epochs", seed, acc)
-    _compare(tmp_path, "gru", "lr 0.003, augmented, 20 epochs", 0, 0.10)  # other training
+        _compare(records, tmp_path, "gru", "lr 0.003, augmented, 60 epochs", seed, acc)
+    _compare(records, tmp_path, "gru", "lr 0.003, augmented, 20 epochs", 0, 0.10)  # other training
     for seed, acc in enumerate([0.80, 0.84, 0.82]):
-        _compare(tmp_path, "rec-none", "lr 0.01, augmented, 60 epochs", seed, acc)
+        _compare(records, tmp_path, "rec-none", "lr 0.01, augmented, 60 epochs", seed, acc)
     for seed, acc in enumerate([0.88, 0.89, 0.87]):
-        _job(tmp_path, f"seed{seed}", 60, acc)
-    _job(tmp_path, "dim3-seed0", 60, 0.10)  # not the defaults
-    _job(tmp_path, "seed7", 20, 0.10)  # not 60 epochs
+        _job(records, tmp_path, f"seed{seed}", 60, acc)
+    _job(records, tmp_path, "dim3-seed0", 60, 0.10)  # not the defaults
+    _job(records, tmp_path, "seed7", 20, 0.10)  # not 60 epochs
 
     text = tg.targets(tmp_path)
     assert (tmp_path / "targets.md").read_text() == text
@@ -72,13 +76,13 @@ def test_targets_reads_the_60_epoch_runs_and_judges_both_targets(tg, tmp_path):
 
     # the runs of other options, judged against the same GRU and no-delay runs
     for seed, acc in enumerate([0.80, 0.81]):
-        _job(tmp_path, f"seed{seed}", 60, acc, job="max-delay25-scale3")
+        _job(records, tmp_path, f"seed{seed}", 60, acc, job="max-delay25-scale3")
     other = tg.targets(tmp_path, job="max-delay25-scale3")
     assert (tmp_path / "targets-max-delay25-scale3.md").read_text() == other
     assert "| recurrent LIF 128, learned 2-D positions (max-delay25-scale3/) | 2 (0, 1) |" in other
     assert "| GRU - positions = 9.5 |" in other and "not met |" in other
     assert tg.targets(tmp_path, gap=8.0) == (tmp_path / "targets.md").read_text()
-    _job(tmp_path, "seed0", 60, 0.85, job="more/runs")
+    _job(records, tmp_path, "seed0", 60, 0.85, job="more/runs")
     assert "(more/runs/) | 1 (0) | 85.0 |" in tg.targets(tmp_path, job="more/runs")
     assert (tmp_path / "targets-more-runs.md").is_file()
 

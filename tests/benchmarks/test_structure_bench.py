@@ -61,12 +61,13 @@ def test_free_delays_start_where_the_spatial_ones_do(bench):
     assert groups[-1]["lr"] == pytest.approx(args.position_lr * args.delay_scale)
 
 
-def test_quick_run_writes_every_run_with_the_formula_parameter_count(quick):
-    names = sorted(p.stem for p in (quick / "runs").glob("*.json"))
-    assert names == sorted(RUNS)
+def test_quick_run_writes_every_run_with_the_formula_parameter_count(bench, quick):
+    records = {r["run"]: r for r in bench.read_records(quick)}
+    assert sorted(records) == sorted(RUNS)
+    assert {r["script"] for r in records.values()} == {"structure.py"}
     assert sorted(p.stem for p in (quick / "runs").glob("*.pt")) == sorted(RUNS)
     for name in RUNS:
-        record = json.loads((quick / "runs" / f"{name}.json").read_text())
+        record = records[name]
         assert record["trainable_parameters"] == _params(name, HIDDEN), name
         assert record["settings"]["hidden"] == HIDDEN
         assert record["settings"]["command"].startswith("python benchmarks/structure.py --quick")
@@ -76,7 +77,7 @@ def test_quick_run_writes_every_run_with_the_formula_parameter_count(quick):
 
 
 def test_pruning_removes_the_requested_fractions_and_reports_accuracy(bench, quick):
-    record = json.loads((quick / "runs" / "spatial-d2.json").read_text())
+    (record,) = bench.read_records(quick, run="spatial-d2")
     total = HIDDEN * HIDDEN
     for method in ("distance", "magnitude"):
         rows = record["pruning"][method]
@@ -88,12 +89,12 @@ def test_pruning_removes_the_requested_fractions_and_reports_accuracy(bench, qui
             assert "modularity" in r and "clustering" in r
     unpruned = {r["test_acc"] for m in ("distance", "magnitude") for r in record["pruning"][m][:1]}
     assert unpruned == {record["test_acc"]}  # fraction 0 is the trained model itself
-    assert "pruning" not in json.loads((quick / "runs" / "free.json").read_text())
+    assert "pruning" not in bench.read_records(quick, run="free")[0]
 
 
-def test_delay_histogram_weights_sum_to_the_recurrent_weight(quick):
+def test_delay_histogram_weights_sum_to_the_recurrent_weight(bench, quick):
     for name in ("spatial-d2", "free"):
-        record = json.loads((quick / "runs" / f"{name}.json").read_text())
+        (record,) = bench.read_records(quick, run=name)
         state = torch.load(quick / "runs" / f"{name}.pt", weights_only=True)
         total = float(state["1.weight"].abs().sum())
         assert sum(record["delays"]["weighted_counts"]) == pytest.approx(total, rel=1e-5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -182,19 +180,21 @@ def test_quick_pipeline_writes_runs_and_summary(bench, tmp_path):
         bench.main(["--quick", "--variant", variant, "--dim", dim, "--out", str(tmp_path)])
     bench.main(["--quick", "--variant", "none", "--readout-bias", "zero", "--out", str(tmp_path)])
     bench.main(["--quick", "--readout", "mean", "--out", str(tmp_path)])
-    files = sorted(p.name for p in tmp_path.glob("*-s0.json"))
-    assert files == [
-        "fixed-d3-h8-e1-s0.json",
-        "free-h8-e1-s0.json",
-        "none-h8-e1-rb0-s0.json",
-        "none-h8-e1-s0.json",
-        "spatial-d2-h8-e1-rmean-s0.json",
-        "spatial-d2-h8-e1-s0.json",
+    records = {r["run"]: r for r in bench.read_records(tmp_path)}
+    assert sorted(records) == [
+        "fixed-d3-h8-e1-s0",
+        "free-h8-e1-s0",
+        "none-h8-e1-rb0-s0",
+        "none-h8-e1-s0",
+        "spatial-d2-h8-e1-rmean-s0",
+        "spatial-d2-h8-e1-s0",
     ]
+    assert {r["script"] for r in records.values()} == {"yinyang.py"}
+    assert list(tmp_path.glob("*.json")) == [tmp_path / "summary.json"]  # no file per run
     for variant, dim in runs:
         space = f"-d{dim}" if variant in ("spatial", "fixed") else ""
         tag = f"{variant}{space}-h8-e1"  # the epoch count is in the tag when not the default
-        record = json.loads((tmp_path / f"{tag}-s0.json").read_text())
+        record = records[f"{tag}-s0"]
         assert record["params"] == _params(variant, 8, int(dim))
         assert 0.0 <= record["val_acc"] <= 1.0 and 0.0 <= record["test_acc"] <= 1.0
         assert record["best_epoch"] == 1 and len(record["history"]) == 1
