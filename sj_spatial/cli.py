@@ -182,7 +182,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=defaults.batch_size,
         help="samples per optimiser step; under torchrun, the global batch over all ranks",
     )
-    add("--lr", type=_positive, help=f"Adam learning rate of weights ({default('lr')})")
+    add("--lr", type=_positive, default=defaults.lr, help="Adam learning rate of weights")
     add(
         "--position-lr",
         type=_positive,

@@ -6,10 +6,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 #: The recipe for a user's data (``--data-root``), where it differs from the defaults of
-#: the short built-in run: longer training at a higher learning rate, with the paper's
-#: augmentation against learning the training speakers by heart
-#: (benchmarks/RESULTS.md, "Spoken digits from speech synthesizers").
-DATA_ROOT_DEFAULTS = {"epochs": 60, "lr": 1e-2, "augment": True}
+#: the short built-in run: longer training, with the paper's augmentation against
+#: learning the training speakers by heart (benchmarks/RESULTS.md, "Spoken digits from
+#: speech synthesizers"). The learning rate, 1e-2, is the same for both: on the built-in
+#: data it brings every seed to the same accuracy ("The main job").
+DATA_ROOT_DEFAULTS = {"epochs": 60, "augment": True}
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class TrainConfig:
     """
 
     data_root: Path | None = None
-    epochs: int = 10
+    epochs: int = 12
     dt: float = 10e-3
     duration: float = 1.0
     dim: int = 2
@@ -35,7 +36,7 @@ class TrainConfig:
     delay_scale: float = 3.0
     hidden: int = 128
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-2
     position_lr: float = 0.05
     clip: float = 1.0
     wiring_cost: float = 0.0

@@ -10,7 +10,7 @@ from sj_spatial import cli, param_groups
 from sj_spatial.baselines import FreeDelayRecurrentContainer
 from sj_spatial.data import make_synthetic_shd
 from sj_spatial.train_job.checkpoints import load_checkpoint
-from sj_spatial.train_job.config import DATA_ROOT_DEFAULTS, TrainConfig
+from sj_spatial.train_job.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_run_writes_its_record_and_the_summary_tabulates_seeds(
     assert len(record["test_acc_per_epoch"]) == 2
     assert record["best_test_acc"] == max(record["test_acc_per_epoch"])
     assert record["config"]["augment"] == "True" and record["config"]["limit"] == "24"
-    assert record["config"]["lr"] == str(DATA_ROOT_DEFAULTS["lr"])
+    assert record["config"]["lr"] == str(TrainConfig().lr)
     assert record["seconds_per_epoch"] > 0 and record["machine"]["cpu_count"] >= 1
     (gru,) = cmp.read_records(out, run="gru-lr0.01-noaug-2epochs-s0")
     assert [r["run"] for r in cmp.read_records(out)] == [

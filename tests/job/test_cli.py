@@ -416,17 +416,17 @@ def test_help_shows_the_defaults(capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for option, default in (
-        ("--epochs EPOCHS", "10; 60 with --data-root"),
-        ("--lr LR", "0.001; 0.01 with --data-root"),
+        ("--epochs EPOCHS", "12; 60 with --data-root"),
         ("--batch-size BATCH_SIZE", "64"),
         ("--dt DT", "0.01"),
+        ("--lr LR", "0.01"),
         ("--seed SEED", "0"),
         ("--device DEVICE", "auto"),
         ("--logdir LOGDIR", "runs/train"),
     ):
         assert re.search(rf"{option} [^()]*\(default: {re.escape(default)}\)", text), option
     assert "default: None" not in text and "default: False" not in text
-    assert text.count("(default: 0.01)") == 1 and "(default 3" not in text
+    assert text.count("(default: 0.01)") == 2 and "(default 3" not in text
     assert "--augment, --no-augment" in text
     assert "default: on with --data-root, off on the built-in data" in text
 
@@ -434,11 +434,11 @@ def test_help_shows_the_defaults(capsys):
 @pytest.mark.parametrize(
     "options, expected",
     [
-        ([], (10, 1e-3, False)),
+        ([], (12, 1e-2, False)),
         (["--data-root", "shd"], (60, 1e-2, True)),
         (["--data-root", "shd", "--no-augment", "--epochs", "3"], (3, 1e-2, False)),
         (["--data-root", "shd", "--lr", "0.002"], (60, 2e-3, True)),
-        (["--augment", "--lr", "0.01"], (10, 1e-2, True)),
+        (["--augment", "--lr", "0.003"], (12, 3e-3, True)),
     ],
 )
 def test_data_root_takes_the_speech_recipe_unless_options_say_otherwise(options, expected):
@@ -446,7 +446,7 @@ def test_data_root_takes_the_speech_recipe_unless_options_say_otherwise(options,
     config = TrainConfig.from_options(args)
     assert (config.epochs, config.lr, config.augment) == expected
     assert config.position_lr == 0.05 and config.batch_size == 64  # the same either way
-    assert TrainConfig().epochs == 10 and not TrainConfig().augment  # the dataclass's own
+    assert TrainConfig().epochs == 12 and not TrainConfig().augment  # the dataclass's own
 
 
 def test_unavailable_devices_and_backends_fail_in_one_line(tmp_path, monkeypatch, capsys):
