@@ -10,7 +10,8 @@ one leaky integrate-and-fire neuron per channel. The model, its parameters and t
 limits are in docs/data.md ("Spoken digits from speech synthesizers").
 
 Needs the Debian packages ``espeak-ng`` (English and German) and ``flite`` (more English
-voices)::
+voices); ``--split 2``, whose test voices come from festival, also ``festival``,
+``festvox-kdlpc16k`` and ``festvox-us-slt-hts``::
 
     apt-get install espeak-ng flite
     python benchmarks/spoken_digits.py --out data/spoken_digits
@@ -47,7 +48,11 @@ ENGLISH = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 GERMAN = ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun")
 #: Class names in label order, as SHD's ``/extra/keys``.
 KEYS = tuple(f"english-{w}" for w in ENGLISH) + tuple(f"german-{w}" for w in GERMAN)
-PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite"}
+PACKAGES = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "festival": "festival festvox-kdlpc16k festvox-us-slt-hts",
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,10 @@ class Speaker:
     """A synthetic speaker: a synthesizer voice with its own pitch and speaking rate.
 
     ``espeak-ng`` speakers are a voice variant (``m3``, ``f2``, ``klatt``, ...) speaking an
-    English accent (``english``) and German; ``flite`` speakers are one of flite's voices
-    and speak English only. ``pitch``: espeak-ng's 0-99 scale, or flite's mean F0 in Hz;
-    ``rate``: words per minute (espeak-ng) or a duration stretch (flite, 1 = normal).
+    English accent (``english``) and German; ``flite`` and ``festival`` speakers are one of
+    that synthesizer's voices and speak English only. ``pitch``: espeak-ng's 0-99 scale,
+    or the mean F0 in Hz (flite, festival); ``rate``: words per minute (espeak-ng) or a
+    duration stretch (flite, festival; 1 = normal).
     """
 
     name: str
@@ -70,8 +76,8 @@ class Speaker:
 
     @property
     def labels(self) -> tuple[int, ...]:
-        """Classes this speaker says: all 20, or the 10 English ones for flite."""
-        return tuple(range(10)) if self.engine == "flite" else tuple(range(20))
+        """Classes this speaker says: all 20 (espeak-ng), or the 10 English ones."""
+        return tuple(range(20)) if self.engine == "espeak-ng" else tuple(range(10))
 
 
 def _espeak(variant, english, pitch, rate, gender):
@@ -82,6 +88,10 @@ def _espeak(variant, english, pitch, rate, gender):
 
 def _flite(voice, pitch, rate, gender):
     return Speaker(f"flite-{voice}", "flite", voice, "en", pitch, rate, gender)
+
+
+def _festival(voice, pitch, rate, gender, tag):
+    return Speaker(f"festival-{voice}-{tag}", "festival", voice, "en", pitch, rate, gender)
 
 
 #: Training speakers: 16 espeak-ng voices over 8 English accents, and 3 flite voices.
@@ -134,11 +144,34 @@ SPLITS = (
 )
 
 
+#: The voices of split 2's test file: festival, a synthesizer that no training voice comes
+#: from. ``ked_diphone`` (festvox-kdlpc16k, an American male speaker whom no other
+#: synthesizer here has) at three pitches and rates; ``cmu_us_slt_arctic_hts`` (the speaker
+#: of flite's ``slt`` voice, a training voice, but from festival's HTS engine) at two.
+#: Diphone voices take the pitch as their target mean F0; the HTS voice as a shift from its
+#: own mean, :data:`FESTIVAL_F0`.
+FESTIVAL_SPEAKERS = (
+    _festival("ked_diphone", 105, 1.0, "male", "a"),
+    _festival("ked_diphone", 125, 0.92, "male", "b"),
+    _festival("ked_diphone", 90, 1.1, "male", "c"),
+    _festival("cmu_us_slt_arctic_hts", 170, 1.0, "female", "a"),
+    _festival("cmu_us_slt_arctic_hts", 195, 0.92, "female", "b"),
+)
+#: The mean F0 (Hz) of festival's HTS voices, from which their pitch is shifted.
+FESTIVAL_F0 = {"cmu_us_slt_arctic_hts": 170.0}
+#: The splits ``--split`` takes: :data:`SPLITS`, then split 2, which trains on split 0's
+#: training speakers (the same training file) and tests on :data:`FESTIVAL_SPEAKERS`.
+NUM_SPLITS = len(SPLITS) + 1
+
+
 def split_speakers(split: int) -> tuple[tuple[Speaker, ...], tuple[Speaker, ...]]:
-    """The training and the held-out speakers of split ``split`` (:data:`SPLITS`), each in
-    the order of :data:`SPEAKERS`."""
-    if not 0 <= split < len(SPLITS):
-        raise ValueError(f"split must be in 0..{len(SPLITS) - 1}, got {split}")
+    """The training and the held-out speakers of split ``split`` (:data:`SPLITS`, each in
+    the order of :data:`SPEAKERS`; split 2: split 0's training speakers and
+    :data:`FESTIVAL_SPEAKERS`)."""
+    if not 0 <= split < NUM_SPLITS:
+        raise ValueError(f"split must be in 0..{NUM_SPLITS - 1}, got {split}")
+    if split == len(SPLITS):
+        return TRAIN_SPEAKERS, FESTIVAL_SPEAKERS
     held_out = set(SPLITS[split])
     train = tuple(s for s in SPEAKERS if s.name not in held_out)
     test = tuple(s for s in SPEAKERS if s.name in held_out)
@@ -229,13 +262,22 @@ def cochlea(audio: np.ndarray, front: FrontEnd = FrontEnd()) -> tuple[np.ndarray
 
 
 def _check_tools(speakers) -> None:
-    missing = sorted({s.engine for s in speakers if shutil.which(s.engine) is None})
+    tools = {"festival": "text2wave"}
+    missing = sorted(
+        {s.engine for s in speakers if shutil.which(tools.get(s.engine, s.engine)) is None}
+    )
     if missing:
         packages = " ".join(PACKAGES[m] for m in missing)
         raise SystemExit(
             f"spoken_digits.py: {', '.join(missing)} not found; install with "
             f"'apt-get install {packages}' (Debian/Ubuntu)"
         )
+    for voice in sorted({s.voice for s in speakers if s.engine == "festival"}):
+        if subprocess.run(["festival", "-b", f"(voice_{voice})"], capture_output=True).returncode:
+            raise SystemExit(
+                f"spoken_digits.py: festival has no voice {voice}; install with "
+                f"'apt-get install {PACKAGES['festival']}' (Debian/Ubuntu)"
+            )
 
 
 def synthesize(speaker: Speaker, label: int, pitch: float, rate: float, folder: Path) -> tuple:
@@ -247,10 +289,17 @@ def synthesize(speaker: Speaker, label: int, pitch: float, rate: float, folder: 
         word = ENGLISH[label] if label < 10 else GERMAN[label - 10]
         command = ["espeak-ng", "-v", voice, "-p", str(round(pitch)), "-s", str(round(rate))]
         command += ["-w", str(wav), word]
-    else:
+    elif speaker.engine == "flite":
         command = ["flite", "-voice", speaker.voice, "-t", ENGLISH[label], "-o", str(wav)]
         command += ["--setf", f"duration_stretch={rate:.4f}"]
         command += ["--setf", f"int_f0_target_mean={pitch:.2f}"]
+    else:
+        text = folder / "say.txt"
+        text.write_text(ENGLISH[label] + "\n")
+        command = ["text2wave", "-eval", f"(voice_{speaker.voice})"] + _festival_prosody(
+            speaker.voice, pitch, rate
+        )
+        command += ["-o", str(wav), str(text)]
     subprocess.run(command, check=True, capture_output=True)
     with wave.open(str(wav)) as f:
         rate_hz, width = f.getframerate(), f.getsampwidth()
@@ -258,6 +307,23 @@ def synthesize(speaker: Speaker, label: int, pitch: float, rate: float, folder: 
     if width != 2:
         raise RuntimeError(f"{speaker.engine} wrote {8 * width}-bit audio, expected 16-bit")
     return np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32768.0, rate_hz
+
+
+def _festival_prosody(voice: str, pitch: float, rate: float) -> list[str]:
+    """``text2wave`` options that set ``voice``'s mean F0 (Hz) and duration stretch."""
+    if voice in FESTIVAL_F0:  # HTS: the engine's speed ratio and a shift in half-tones
+        shift = 12.0 * math.log2(pitch / FESTIVAL_F0[voice])
+        params = f'(list (list "-r" {1.0 / rate:.4f}) (list "-fm" {shift:.4f}))'
+        return ["-eval", f"(set! hts_engine_params (append hts_engine_params {params}))"]
+    intonation = (
+        f"'((target_f0_mean {pitch:.2f}) (target_f0_std 14) (model_f0_mean 170) (model_f0_std 34))"
+    )
+    return [
+        "-eval",
+        f"(Parameter.set 'Duration_Stretch {rate:.4f})",
+        "-eval",
+        f"(set! int_lr_params {intonation})",
+    ]
 
 
 def _trim(audio: np.ndarray, fs: int, frame: float = 0.01, floor_db: float = 40.0):
@@ -406,8 +472,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--split",
         type=int,
         default=0,
-        choices=range(len(SPLITS)),
-        help="which speakers are held out for the test file (default: 0)",
+        choices=range(NUM_SPLITS),
+        help="which speakers are held out for the test file; 2: festival's voices (default: 0)",
     )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -94,8 +95,34 @@ def test_split_0_is_the_published_set_and_split_1_holds_out_other_speakers(sd):
     for group in (train, test):
         assert {s.gender for s in group} == {"female", "male"}
         assert {s.engine for s in group} == {"espeak-ng", "flite"}
-    with pytest.raises(ValueError, match="split must be in 0..1, got 2"):
-        sd.split_speakers(2)
+    with pytest.raises(ValueError, match="split must be in 0..2, got 3"):
+        sd.split_speakers(3)
+
+
+def test_split_2_tests_on_a_synthesizer_that_no_training_voice_comes_from(sd):
+    train, test = sd.split_speakers(2)
+    assert train == sd.TRAIN_SPEAKERS  # split 0's training file, the same recordings
+    assert test == sd.FESTIVAL_SPEAKERS and len(test) == 5
+    assert {s.engine for s in test} == {"festival"}
+    assert not {s.engine for s in train} & {s.engine for s in test}
+    assert len({s.name for s in test}) == len(test) and {s.gender for s in test} == {
+        "female",
+        "male",
+    }
+    assert all(s.labels == tuple(range(10)) for s in test)  # festival speaks English here
+
+
+def test_festival_prosody_sets_the_mean_f0_and_the_duration(sd):
+    hts = sd._festival_prosody("cmu_us_slt_arctic_hts", 340.0, 0.8)
+    assert hts == [
+        "-eval",
+        '(set! hts_engine_params (append hts_engine_params (list (list "-r" 1.2500) '
+        '(list "-fm" 12.0000))))',
+    ]  # twice the voice's mean F0: an octave up; stretched to 0.8: 1.25 times as fast
+    assert '(list "-fm" 0.0000)' in sd._festival_prosody("cmu_us_slt_arctic_hts", 170.0, 1.0)[1]
+    diphone = sd._festival_prosody("ked_diphone", 110.0, 1.1)
+    assert diphone[1] == "(Parameter.set 'Duration_Stretch 1.1000)"
+    assert diphone[3].startswith("(set! int_lr_params '((target_f0_mean 110.00)")
 
 
 def test_the_command_line_builds_the_split_it_is_given(sd, monkeypatch, tmp_path, capsys):
@@ -106,8 +133,8 @@ def test_the_command_line_builds_the_split_it_is_given(sd, monkeypatch, tmp_path
     assert args[:3] == (tmp_path, 4, 2)
     assert (kw["train_speakers"], kw["test_speakers"]) == sd.split_speakers(1)
     with pytest.raises(SystemExit):
-        sd.main(["--out", str(tmp_path), "--split", "2"])
-    assert "--split: invalid choice: 2" in capsys.readouterr().err
+        sd.main(["--out", str(tmp_path), "--split", "3"])
+    assert "--split: invalid choice: 3" in capsys.readouterr().err
 
 
 def test_a_missing_synthesizer_is_one_clear_message(sd, monkeypatch, tmp_path):
@@ -115,9 +142,30 @@ def test_a_missing_synthesizer_is_one_clear_message(sd, monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="apt-get install espeak-ng flite"):
         sd.main(["--out", str(tmp_path), "--train", "2", "--test", "2"])
     assert not any(tmp_path.iterdir())
+    with pytest.raises(
+        SystemExit, match="install espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts flite"
+    ):
+        sd.main(["--out", str(tmp_path), "--split", "2", "--train", "2", "--test", "2"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_festival_voice_is_one_clear_message(sd, monkeypatch, tmp_path):
+    monkeypatch.setattr(sd.shutil, "which", lambda name: f"/usr/bin/{name}")
+    runs = []
+
+    def run(command, **kw):
+        runs.append(command)
+        return subprocess.CompletedProcess(command, 255 if "ked" in command[-1] else 0)
+
+    monkeypatch.setattr(sd.subprocess, "run", run)
+    with pytest.raises(SystemExit, match="festival has no voice ked_diphone; install with"):
+        sd.main(["--out", str(tmp_path), "--split", "2", "--train", "2", "--test", "2"])
+    assert ["festival", "-b", "(voice_ked_diphone)"] in runs
+    assert not any(tmp_path.iterdir())
 
 
 SYNTHESIZERS = shutil.which("espeak-ng") and shutil.which("flite")
+FESTIVAL = shutil.which("text2wave") and shutil.which("festival")
 
 
 @pytest.mark.slow  # runs speech synthesizers
@@ -142,3 +190,14 @@ def test_a_tiny_build_is_shd_and_repeats_exactly(sd, tmp_path):
     assert [s["name"] for s in record["speakers"]["test"]] == [test[0].name]
     frames = SHD(tmp_path / "a", train=True, cache_dir=tmp_path / "cache")
     assert frames[0][0].shape == (1000, 700)
+
+
+@pytest.mark.slow  # runs a speech synthesizer
+@pytest.mark.skipif(not FESTIVAL, reason="needs the Debian package festival and its voices")
+def test_festival_voices_are_heard_at_their_pitch_and_rate(sd, tmp_path):
+    for speaker in sd.FESTIVAL_SPEAKERS[::3]:  # a diphone and the HTS voice
+        slow = sd.synthesize(speaker, 7, speaker.pitch, 1.2, tmp_path)
+        fast = sd.synthesize(speaker, 7, speaker.pitch, 0.8, tmp_path)
+        assert slow[0].size / slow[1] > 1.3 * fast[0].size / fast[1], speaker.name
+        times, units = sd.recording(speaker, 7, seed=1, folder=tmp_path)
+        assert times.size > 500 and units.max() < 700
