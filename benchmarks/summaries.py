@@ -188,6 +188,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "spoken-digits-2026-12-02 targets": lambda: spoken_digits_targets.targets_table(
         RESULTS / "spoken-digits-2026-12-02"
     ),
+    "spoken-digits-2026-12-04-split2 targets": lambda: spoken_digits_targets.targets_table(
+        RESULTS / "spoken-digits-2026-12-04-split2"
+    ),
     "spoken-digits-2026-12-02 summary without the 60-epoch rows": lambda: _spoken_digits(
         lambda training: " 60 epochs" not in training
     ),
