@@ -22,6 +22,9 @@ are ``sj-spatial train --data-root``'s.
   feed-forward SHD model, 2 x 256 LIF, with and without spatial delays); two rows.
 - ``tutorial02``: ``tutorials/02_dcls_to_positions.py`` run as it is (SNN-delays' DCLS
   model against the same model with learned positions); two rows.
+  ``tutorial02-positions`` trains only its positions model, with ``--positions-hidden H``
+  neurons per hidden layer (``dcls-positions-d2-wide`` when H differs from DCLS's 256: for
+  as many trainable parameters as DCLS, H = 386).
 
 Each (row, training, seed) adds its record, run ``<row>-<training>-s<seed>``, to
 ``records.jsonl`` in ``--out`` (``benchmarks/records.py``: test accuracy after the last
@@ -77,6 +80,11 @@ TUTORIALS = {
         {"DCLS": "dcls", "positions": "dcls-positions-d2"},
         ("--no-fit",),
     ),
+    "tutorial02-positions": (
+        ROOT / "tutorials" / "02_dcls_to_positions.py",
+        {"positions": "dcls-positions-d2"},
+        ("--no-fit", "--only", "positions"),
+    ),
 }
 MODELS = ("gru", *RECURRENT, *TUTORIALS)
 #: Table rows in order, with their descriptions.
@@ -91,6 +99,7 @@ ROWS = {
     "ff-d2": "tutorial 01: the same, spatialized (2-D positions)",
     "dcls": "tutorial 02: DCLS 2 x 256 (per-synapse delays)",
     "dcls-positions-d2": "tutorial 02: the same, learned 2-D positions",
+    "dcls-positions-d2-wide": "tutorial 02: learned 2-D positions, more hidden neurons",
 }
 
 
@@ -195,16 +204,23 @@ def run_tutorial(name: str, args: argparse.Namespace, seed: int, log=print) -> l
             command += ["--epochs", str(args.epochs)]
         if args.limit is not None:
             command += ["--samples", str(args.limit)]
+        if args.positions_hidden is not None:
+            command += ["--positions-hidden", str(args.positions_hidden)]
         log(" ".join(command))
         subprocess.run(command, check=True)
         results = json.loads(out.read_text())
     settings = results["settings"]
+    training = f"the tutorial's: lr {settings['lr']:g}, {settings['epochs']} epochs"
     records = []
     for model, result in results["models"].items():
+        row, how = rows[model], training
+        wide = settings.get("positions_hidden", settings["hidden"])
+        if model == "positions" and wide != settings["hidden"]:
+            row, how = "dcls-positions-d2-wide", f"{training}, 2 x {wide} hidden"
         records.append(
             {
-                "row": rows[model],
-                "training": f"the tutorial's: lr {settings['lr']:g}, {settings['epochs']} epochs",
+                "row": row,
+                "training": how,
                 "seed": seed,
                 "test_acc": result["test_accuracy"],
                 "best_test_acc": max(result["test_accuracy_per_epoch"]),
@@ -301,6 +317,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="samples per split (default: all; for trials)"
+    )
+    parser.add_argument(
+        "--positions-hidden",
+        type=int,
+        default=None,
+        help="tutorial02*: hidden neurons per layer of the positions model (default: as DCLS's)",
     )
     parser.add_argument("--summarize", action="store_true", help="only write summary.md")
     return parser

@@ -86,6 +86,19 @@ parser.add_argument(
 parser.add_argument(
     "--json", type=Path, default=None, help="also write the settings and results to this file"
 )
+parser.add_argument(
+    "--only",
+    choices=("DCLS", "positions"),
+    default=None,
+    help="train only this model (the fit of positions to DCLS's delays needs both)",
+)
+parser.add_argument(
+    "--positions-hidden",
+    type=int,
+    default=None,
+    help="hidden neurons per layer of the positions model (default: as DCLS's), e.g. "
+    "for as many trainable parameters as DCLS",
+)
 args, _ = parser.parse_known_args()  # Jupyter passes its own arguments: ignore them
 
 QUICK = args.quick or os.environ.get("SJ_SPATIAL_QUICK") == "1"
@@ -96,6 +109,9 @@ DT = 0.05 if QUICK else 0.01  # seconds per time step
 DURATION = 1.0  # seconds of each recording
 CHANNEL_GROUP = 5  # 700 channels -> 140 inputs
 HIDDEN = 64 if QUICK else 256
+POSITIONS_HIDDEN = args.positions_hidden or HIDDEN
+if POSITIONS_HIDDEN < 1:
+    parser.error(f"--positions-hidden must be positive, got {POSITIONS_HIDDEN}")
 EPOCHS = args.epochs or (1 if QUICK else 50)
 SAMPLES = args.samples or (256 if QUICK else None)  # per split; None: all
 BATCH_SIZE = 32 if QUICK else 256
@@ -240,7 +256,8 @@ dcls_model = DelaySNN(
     [DclsSynapses(a, b, KERNEL) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 )
 torch.manual_seed(SEED)
-spatial_model = DelaySNN(spatial_synapses(sizes))
+spatial_sizes = [INPUTS, POSITIONS_HIDDEN, POSITIONS_HIDDEN, 20]
+spatial_model = DelaySNN(spatial_synapses(spatial_sizes), hidden=POSITIONS_HIDDEN)
 print(dcls_model.synapses[0].conv, spatial_model.synapses[0], sep="\n")
 
 # %% [markdown]
@@ -375,7 +392,10 @@ def train(model: DelaySNN, name: str, epochs: int = EPOCHS) -> dict:
     }
 
 
-results = {"DCLS": train(dcls_model, "DCLS"), "positions": train(spatial_model, "positions")}
+models = {"DCLS": dcls_model, "positions": spatial_model}
+if args.only is not None:
+    models = {args.only: models[args.only]}
+results = {name: train(model, name) for name, model in models.items()}
 
 # %%
 header = [
@@ -393,23 +413,24 @@ rows = [
         f"{delay_parameters(model):,}",
         f"{results[name]['ms_per_batch']:.1f}",
     ]
-    for name, model in (("DCLS", dcls_model), ("positions", spatial_model))
+    for name, model in models.items()
 ]
 print(markdown_table(header, rows))
 
 # %% [markdown]
 # With `--json FILE` the script also writes the settings and both models' results
 # (accuracy per epoch, training seconds per epoch, trainable parameters) for benchmarks
-# to collect; with `--no-fit` it stops here, before the fit below.
+# to collect; with `--no-fit`, or `--only` one model, it stops here, before the fit below.
 
 # %%
 if args.json is not None:
-    for name, model in (("DCLS", dcls_model), ("positions", spatial_model)):
+    for name, model in models.items():
         results[name]["trainable_parameters"] = other_parameters(model) + delay_parameters(model)
     settings = {"seed": SEED, "dt": DT, "hidden": HIDDEN, "epochs": EPOCHS, "lr": LR}
+    settings |= {"positions_hidden": POSITIONS_HIDDEN}
     settings |= {"position_lr": POSITION_LR, "max_delay": MAX_DELAY, "batch_size": BATCH_SIZE}
     args.json.write_text(json.dumps({"settings": settings, "models": results}, indent=1))
-if args.no_fit:
+if args.no_fit or "DCLS" not in models:
     raise SystemExit(0)
 
 # %% [markdown]

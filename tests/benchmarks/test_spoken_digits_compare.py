@@ -162,3 +162,23 @@ def test_summarize_needs_no_data_and_a_run_needs_a_model(cmp, tmp_path, capsys):
     cmp.main(["--summarize", "--out", str(tmp_path)])
     assert (tmp_path / "summary.md").read_text().count("\n") == 2  # header only
     assert cmp.parse_seeds("0..2") == [0, 1, 2] and cmp.parse_seeds("4,7") == [4, 7]
+
+
+@pytest.mark.slow  # trains a tutorial in a subprocess
+def test_tutorial02_positions_trains_only_positions_at_the_width_it_is_given(
+    cmp, tiny_shd, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SJ_SPATIAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    cmp.main(
+        ["--model", "tutorial02-positions", "--seeds", "1", "--data-root", str(tiny_shd)]
+        + ["--out", str(out), "--epochs", "1", "--limit", "16", "--positions-hidden", "70"]
+    )
+    (record,) = cmp.read_records(out)  # no DCLS record: the tutorial trained positions only
+    assert record["row"] == "dcls-positions-d2-wide"
+    assert record["training"] == "the tutorial's: lr 0.001, 1 epochs, 2 x 70 hidden"
+    assert record["run"] == "dcls-positions-d2-wide-lr0.001-1epochs-2x70hidden-s1"
+    # 140 -> 70 -> 70 -> 20 weights, two BatchNorms, 2-D positions of 140 + 70 + 70 + 20
+    assert record["params"] == 140 * 70 + 70 * 70 + 70 * 20 + 4 * 70 + 2 * (140 + 70 + 70 + 20)
+    assert record["config"]["positions_hidden"] == 70 and record["config"]["hidden"] == 256
+    assert cmp.ROWS["dcls-positions-d2-wide"] in (out / "summary.md").read_text()
