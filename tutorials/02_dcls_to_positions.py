@@ -109,7 +109,7 @@ DT = 0.05 if QUICK else 0.01  # seconds per time step
 DURATION = 1.0  # seconds of each recording
 CHANNEL_GROUP = 5  # 700 channels -> 140 inputs
 HIDDEN = 64 if QUICK else 256
-POSITIONS_HIDDEN = args.positions_hidden or HIDDEN
+POSITIONS_HIDDEN = HIDDEN if args.positions_hidden is None else args.positions_hidden
 if POSITIONS_HIDDEN < 1:
     parser.error(f"--positions-hidden must be positive, got {POSITIONS_HIDDEN}")
 EPOCHS = args.epochs or (1 if QUICK else 50)
@@ -420,7 +420,7 @@ print(markdown_table(header, rows))
 # %% [markdown]
 # With `--json FILE` the script also writes the settings and both models' results
 # (accuracy per epoch, training seconds per epoch, trainable parameters) for benchmarks
-# to collect; with `--no-fit`, or `--only` one model, it stops here, before the fit below.
+# to collect; with `--no-fit` or `--only positions` it stops here, before the fit below.
 
 # %%
 if args.json is not None:
