@@ -124,6 +124,15 @@ def folders(root: Path = RESULTS) -> list[Path]:
     return sorted(path.parent for path in root.glob(f"**/{RECORDS}"))
 
 
+def summary_files(root: Path = RESULTS) -> dict[Path, str]:
+    """Every summary file of the folders under ``root``, with the text its records give."""
+    return {
+        folder / name: text
+        for folder in folders(root)
+        for name, text in folder_summaries(folder).items()
+    }
+
+
 # ------------------------------------------------------------------ RESULTS.md tables
 #: Yin-Yang rows as RESULTS.md names and orders them: (variant, D, readout bias) -> label.
 YINYANG_LABELS = {
@@ -241,16 +250,15 @@ def differences(root: Path = RESULTS, results: Path = RESULTS_MD) -> list[str]:
     """Each summary file under ``root`` and each table of ``results`` that differs from
     what the records give, in words; empty when all are equal."""
     found = []
-    for folder in folders(root):
-        for name, text in folder_summaries(folder).items():
-            path = folder / name
-            if not path.is_file():
-                found.append(f"{path}: missing")
-            elif path.read_text() != text:
-                found.append(f"{path}: differs from its records")
+    for path, text in summary_files(root).items():
+        if not path.is_file():
+            found.append(f"{path}: missing")
+        elif path.read_text() != text:
+            found.append(f"{path}: differs from its records")
     text = results.read_text()
+    lines = text.splitlines()
     for name, first, end in marked_tables(text, results):
-        if text.splitlines()[first:end] != table_lines(name):
+        if lines[first:end] != table_lines(name):
             found.append(f"{results}:{first}: table {name!r} differs from its records")
     return found
 
@@ -259,12 +267,10 @@ def write(root: Path = RESULTS, results: Path = RESULTS_MD) -> list[Path]:
     """Rewrite every summary file under ``root`` and every marked table of ``results``
     that differs; returns the files rewritten."""
     written = []
-    for folder in folders(root):
-        for name, text in folder_summaries(folder).items():
-            path = folder / name
-            if not path.is_file() or path.read_text() != text:
-                path.write_text(text)
-                written.append(path)
+    for path, text in summary_files(root).items():
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
     text = results.read_text()
     new = results_md(text, results)
     if new != text:
