@@ -26,6 +26,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sj_spatial.train_job.loop import EpochRecord
+from sj_spatial.train_job.report import epoch_line
+
 try:
     import fcntl
 except ImportError:  # not on Windows: appends there are not serialised between processes
@@ -160,11 +163,7 @@ def parse_job_log(text: str) -> tuple[list[str], list[dict], list[str]]:
 
 def epoch_lines(history: list[Mapping[str, Any]]) -> list[str]:
     """The epoch lines of ``sj-spatial train`` for a record's ``history``."""
-    return [
-        f"epoch {h['epoch']}: train loss {h['train_loss']:.3f} acc {h['train_acc']:.3f} | "
-        f"test loss {h['test_loss']:.3f} acc {h['test_acc']:.3f} ({h['seconds']} s)"
-        for h in history
-    ]
+    return [epoch_line(EpochRecord(**h)) for h in history]
 
 
 def job_record(logdir: Path, log: Path | None = None) -> Record:

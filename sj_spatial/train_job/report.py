@@ -16,6 +16,16 @@ from ..callbacks import position_figure
 from ..layers import SpatialRecurrentContainer
 from ..positions import NeuronPositions
 from .config import TrainConfig
+from .loop import EpochRecord
+
+
+def epoch_line(record: EpochRecord) -> str:
+    """The line ``sj-spatial train`` prints after each epoch."""
+    return (
+        f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc "
+        f"{record.train_acc:.3f} | test loss {record.test_loss:.3f} acc "
+        f"{record.test_acc:.3f} ({record.seconds:.0f} s)"
+    )
 
 
 def write_report(

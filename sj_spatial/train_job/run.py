@@ -47,7 +47,7 @@ from .recipe import (
     readout_loss,
     train_batches,
 )
-from .report import write_report
+from .report import epoch_line, write_report
 
 
 @dataclass(frozen=True)
@@ -256,11 +256,7 @@ class _EpochReport(Callback):
             self.writer.add_scalar(key.replace("_", "/", 1), value[-1], record.epoch)
         self.topology.log(record.epoch)
         self.writer.flush()
-        print(
-            f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc "
-            f"{record.train_acc:.3f} | test loss {record.test_loss:.3f} acc "
-            f"{record.test_acc:.3f} ({record.seconds:.0f} s)"
-        )
+        print(epoch_line(record))
         state = checkpoint(
             self.model,
             self.optimizers,
