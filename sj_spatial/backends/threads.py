@@ -165,7 +165,7 @@ def set_num_threads(threads: int | None = None) -> int:
         raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-    if numba is not None:
+    if numba is not None:  # first: launching numba's pool can reset OpenMP's thread count
         use_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
     return threads

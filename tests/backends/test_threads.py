@@ -101,3 +101,30 @@ def test_set_num_threads_sizes_torch_and_checks_its_argument(restore_threads):
         set_num_threads(2.0)
     with pytest.raises(TypeError, match="threads must be an int or None, got bool"):
         set_num_threads(True)
+
+
+def test_threads_1_holds_when_numba_launches_its_pool_after_torch_ran(tmp_path):
+    """The first call that sizes numba's pool launches it, and launching sets the shared
+    OpenMP thread count to numba's: in a fresh process, a run of the job on auto threads
+    (which leaves numba alone while the count stays), then one with ``--threads 1``, must
+    leave torch at one thread."""
+    pytest.importorskip("numba")
+    code = (
+        "import sys, torch\n"
+        "from sj_spatial import cli\n"
+        "from sj_spatial.data import make_synthetic_shd\n"
+        "root = sys.argv[1]\n"
+        "make_synthetic_shd(root + '/shd', num_train=48, num_test=24, seed=1)\n"
+        "args = ['train', '--data-root', root + '/shd', '--epochs', '1', '--no-augment',\n"
+        "        '--hidden', '12', '--duration', '0.3', '--batch-size', '16', '--quiet']\n"
+        "cli.main(args + ['--logdir', root + '/auto'])\n"
+        "cli.main(args + ['--threads', '1', '--logdir', root + '/one'])\n"
+        "print('threads', torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
+    env["SJ_SPATIAL_CACHE"] = str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "threads 1"
