@@ -1,26 +1,33 @@
-"""The paper's structural findings and its parameter ablation, on the built-in SHD-format data.
+"""The paper's structural findings and its parameter ablation, on SHD-format data: the
+built-in data by default, or a data root such as the spoken digits
+(``benchmarks/spoken_digits.py``).
 
 Every configuration trains the paper's recurrent model (700 -> Linear -> recurrent
 ExponentialSynapse + LIF with position-derived delays -> Linear -> leaky readout,
 :func:`sj_spatial.models.recurrent_shd_model`) with BPTT, Adam (weights ``--lr``,
 positions ``--position-lr``), cosine decay per epoch and gradient clipping, as
-``sj-spatial train`` does, and adds its record, run ``<name>``, to ``records.jsonl``
-(``benchmarks/records.py``: history per epoch, final metrics, delay histogram, pruning
-curves) and writes ``runs/<name>.pt`` (the state_dict: the trained model, for analyses
-beyond the report; the report and the figures read only the records). ``report`` (run at
-the end, or alone with ``--report-only``) reads every record and writes ``results.json``,
-``results.md`` and five figures:
+``sj-spatial train`` does (with ``--data-root``, also its augmentation), and adds its
+record, run ``<name>-s<seed>``, to ``records.jsonl`` (``benchmarks/records.py``: history
+per epoch, final metrics, delay histogram, pruning curves) and writes
+``runs/<name>-s<seed>.pt`` (the state_dict: the trained model, for analyses beyond the
+report; the report and the figures read only the records). ``report`` (run at the end, or
+alone with ``--report-only``) reads every record, averages the seeds of each
+configuration (95 % Student-t intervals of the means; Welch's intervals for differences)
+and writes ``results.json``, ``results.md`` and five figures:
 
 - ``fig5_wiring_cost.png``: modularity, wiring efficiency, accuracy and mean synapse
   length against the strength of a wiring cost ``strength * sum |w| d**power`` on the
   recurrent weights, distance-weighted (``power=1``, distances divided by their mean) and
-  plain L1 (``power=0``), with the no-cost run as reference (the paper's Fig. 5).
+  plain L1 (``power=0``), with the no-cost run as reference; and the graph metrics
+  against test accuracy, where the two costs compare at matched accuracy (the paper's
+  Fig. 5).
 - ``fig6_pruning.png``: test accuracy, modularity and clustering after zeroing the
   longest (``prune_by_distance``) or weakest (``prune_by_magnitude``) fraction of the
   recurrent synapses of a trained model, without retraining (Fig. 6).
-- ``fig2a_specialisation.png``: ``topology.specialization_r2`` of the input weights
-  against the hidden positions after every epoch, with the same R^2 for shuffled
-  positions as chance level (Fig. 2A).
+- ``fig2a_specialisation.png``: function aligned with place after every epoch:
+  ``topology.specialization_r2`` of the input weights against the hidden positions, in
+  standard deviations above its level for shuffled positions, and the correlation of
+  the distance between two neurons with the similarity of their input weights (Fig. 2A).
 - ``fig4b_delays.png``: ``|w|``-weighted histograms of the recurrent delays after training,
   spatial against free per-synapse delays (Fig. 4B).
 - ``fig7_ablation.png``: test accuracy against trainable parameters: no delays, free
@@ -28,6 +35,7 @@ the end, or alone with ``--report-only``) reads every record and writes ``result
 
     python benchmarks/structure.py                        # every run, then the report
     python benchmarks/structure.py --only spatial-d2 free --no-report
+    python benchmarks/structure.py --data-root DIR --seed 1 --only spatial-d2 --no-report
     python benchmarks/structure.py --report-only
     python benchmarks/structure.py --quick --out /tmp/q    # tiny smoke run (seconds)
 """
@@ -39,6 +47,7 @@ import copy
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,12 +59,15 @@ import torch
 from bench_layers import cpu_model
 from records import append_record, read_records
 from seeding import draw_like_positions
+from spoken_digits_targets import difference_interval
 from torch import nn
+from torch.utils.data import Dataset
+from yinyang import mean_interval
 
 import sj_spatial
 from sj_spatial import WiringCost, param_groups, prune_by_distance, prune_by_magnitude, topology
 from sj_spatial.baselines import FreeDelayRecurrentContainer
-from sj_spatial.data import collate, shd_splits
+from sj_spatial.data import AugmentedSHD, collate, shd_splits
 from sj_spatial.models import recurrent_shd_model
 from sj_spatial.train_job import Callback, CosineDecay, EpochRecord, fit
 from sj_spatial.train_job.recipe import run_epoch
@@ -109,6 +121,13 @@ def make_parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     add("--epochs", type=int, default=10)
     add("--hidden", type=int, default=128)
+    add("--data-root", type=Path, default=None, help="SHD files to train on (default: built-in)")
+    add(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the paper's augmentation of the training set (default: on with --data-root)",
+    )
     add("--limit", type=int, default=None, help="samples per split (default: all)")
     add("--dt", type=float, default=10e-3, help="time step in seconds")
     add("--duration", type=float, default=1.0, help="seconds of each sample")
@@ -119,7 +138,7 @@ def make_parser() -> argparse.ArgumentParser:
     add("--position-lr", type=float, default=0.05)
     add("--clip", type=float, default=1.0)
     add("--strengths", type=float, nargs="+", default=None, help="wiring-cost strengths")
-    add("--seed", type=int, default=0)
+    add("--seed", type=int, default=0, help="seed of the weights, positions and data order")
     add("--threads", type=int, default=1, help="torch threads")
     return parser
 
@@ -156,6 +175,18 @@ def build_model(config: Config, args) -> nn.Sequential:
             free.delay.copy_(rec.delays())
         model[1] = free
     return model
+
+
+def datasets(args) -> tuple[Dataset, Dataset]:
+    """``(train, test)``: the SHD files of ``--data-root`` (default: the built-in data),
+    the training split wrapped in the paper's augmentation (``AugmentedSHD``, as
+    ``sj-spatial train --augment``) when ``args.augment`` (by default on with a data root).
+    """
+    splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
+    train_set, test_set = splits
+    if args.data_root is not None if args.augment is None else args.augment:
+        train_set = AugmentedSHD(train_set, seed=args.seed)
+    return train_set, test_set
 
 
 def trainable_parameters(model: nn.Module) -> int:
@@ -212,18 +243,47 @@ def structure(model: nn.Module, seed: int) -> dict[str, float]:
 
 
 def specialisation(model: nn.Module, seed: int) -> dict[str, float]:
-    """R^2 of input weights -> hidden positions, and its mean / std over shuffled positions."""
+    """Two measures of function aligned with place, each with its mean / std over shuffled
+    positions (the chance level): the R^2 of input weights -> hidden positions
+    (``topology.specialization_r2``) and the distance-similarity correlation
+    (:func:`distance_correlation`)."""
     if not has_positions(model):
         return {}
     w = model[0].weight.detach().numpy()
     pos = model[1].positions.positions.detach().numpy()
     rng = np.random.default_rng(seed)
     nulls = [topology.specialization_r2(w, rng.permutation(pos)) for _ in range(R2_SHUFFLES)]
+    similarity = input_similarity(w)
+    mantel = [
+        distance_correlation(similarity, p)
+        for p in [pos, *(rng.permutation(pos) for _ in range(R2_SHUFFLES))]
+    ]
     return {
         "r2": topology.specialization_r2(w, pos),
         "r2_null": float(np.mean(nulls)),
         "r2_null_std": float(np.std(nulls)),
+        "mantel": mantel[0],
+        "mantel_null": float(np.mean(mantel[1:])),
+        "mantel_null_std": float(np.std(mantel[1:])),
     }
+
+
+def input_similarity(input_weight: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the input weights of every pair of neurons ``[N, N]``."""
+    norm = np.linalg.norm(input_weight, axis=1, keepdims=True)
+    unit = input_weight / np.where(norm > 0, norm, 1.0)
+    return unit @ unit.T
+
+
+def distance_correlation(similarity: np.ndarray, positions: np.ndarray) -> float:
+    """Pearson correlation, over the pairs of distinct neurons, of their distance and the
+    similarity of their inputs (a Mantel statistic). Below 0: neighbours listen to the
+    same inputs. Unlike the in-sample R^2, it has no parameters to fit, so its shuffled
+    level stays near 0 however many inputs there are.
+    """
+    i, j = np.triu_indices(len(positions), k=1)
+    dist = np.linalg.norm(positions[i] - positions[j], axis=1)
+    return float(np.corrcoef(dist, similarity[i, j])[0, 1])
 
 
 def delay_histogram(model: nn.Module, max_delay: int, bins: int = 50) -> dict:
@@ -288,6 +348,8 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     t0 = time.perf_counter()
 
     def batches(epoch: int) -> torch.utils.data.DataLoader:
+        if isinstance(train_set, AugmentedSHD):
+            train_set.set_epoch(epoch)  # this epoch's shifts and blends
         shuffle = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         return torch.utils.data.DataLoader(
             train_set, args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate
@@ -327,7 +389,7 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     seconds = time.perf_counter() - t0
     record = {
         "script": "structure.py",
-        "run": config.name,
+        "run": run_name(config, args.seed),
         "config": asdict(config),
         "settings": settings,
         "seed": args.seed,
@@ -344,8 +406,13 @@ def train_one(config: Config, args, data, settings: dict) -> dict:
     append_record(args.out, record)
     models = args.out / "runs"
     models.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), models / f"{config.name}.pt")
+    torch.save(model.state_dict(), models / f"{record['run']}.pt")
     return record
+
+
+def run_name(config: Config, seed: int) -> str:
+    """The name of one seed's run of a configuration: ``<config>-s<seed>``."""
+    return f"{config.name}-s{seed}"
 
 
 def _short(model, seed: int) -> dict[str, float]:
@@ -354,68 +421,173 @@ def _short(model, seed: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ report
-def load_runs(out: Path) -> dict[str, dict]:
-    """Every run recorded in ``out``, by name, in the order of the names."""
-    return {r["run"]: r for r in sorted(read_records(out), key=lambda r: r["run"])}
+#: Metrics of the cost sweep (Fig. 5): graph metrics, then those of the wiring.
+SWEEP_KEYS = ("test_acc", *REPORTED, *REPORTED_SPATIAL)
+#: Metrics compared between the two costs at matched accuracy, and in the pruning curves.
+MATCHED_KEYS = ("modularity", "clustering", "wiring_efficiency", "mean_length")
+PRUNE_KEYS = ("test_acc", "modularity", "clustering")
+#: Specialisation over training (Fig. 2A): the measures of :func:`specialisation`, and
+#: the R^2's distance above its shuffled level in shuffled standard deviations.
+SPEC_KEYS = ("r2", "r2_null", "r2_null_std", "r2_sd_above", "mantel", "mantel_null")
 
 
-def _fmt(x, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def load_runs(out: Path) -> dict[str, list[dict]]:
+    """The records in ``out`` by configuration name (sorted), each list by seed."""
+    groups: dict[str, list[dict]] = {}
+    for record in sorted(read_records(out), key=lambda r: (r["config"]["name"], r["seed"])):
+        groups.setdefault(record["config"]["name"], []).append(record)
+    return dict(sorted(groups.items()))
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+def summarize(rows: list[dict], keys) -> dict:
+    """For each key: the mean over ``rows`` (NaN-free values; NaN if none), and under
+    ``<key>_ci`` the 95 % Student-t interval of that mean (None for one value)."""
+    out = {}
+    for key in keys:
+        values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+        out[key] = statistics.fmean(values) if values else math.nan
+        out[f"{key}_ci"] = mean_interval(values)
+    return out
 
 
-def cost_rows(runs: dict) -> list[dict]:
-    """Fig. 5 rows: the no-cost run, then each cost type by strength."""
+def _spatial_2d(record: dict) -> bool:
+    c = record["config"]
+    return c["kind"] == "spatial" and not c["fixed_positions"] and c["dim"] == 2
+
+
+def cost_rows(runs: dict[str, list[dict]]) -> list[dict]:
+    """Fig. 5 rows: the no-cost configuration, then each cost type by strength; the
+    metrics of the trained recurrent layer averaged over seeds."""
     rows = []
-    for name, r in runs.items():
-        c = r["config"]
-        if c["kind"] != "spatial" or c["fixed_positions"] or c["dim"] != 2:
-            continue
-        if c["power"] is None and name != "spatial-d2":
+    for name, records in runs.items():
+        c = records[0]["config"]
+        if not _spatial_2d(records[0]) or (c["power"] is None and name != "spatial-d2"):
             continue
         cost = "none" if c["power"] is None else ("distance" if c["power"] == 1 else "L1")
-        s = r["structure"]
+        values = [{"test_acc": r["test_acc"], **r["structure"]} for r in records]
         rows.append(
             {
                 "run": name,
                 "cost": cost,
                 "strength": c["strength"],
-                "test_acc": r["test_acc"],
-                **{k: s.get(k, math.nan) for k in REPORTED + REPORTED_SPATIAL},
+                "seeds": [r["seed"] for r in records],
+                **summarize(values, SWEEP_KEYS),
             }
         )
     order = {"none": 0, "distance": 1, "L1": 2}
     return sorted(rows, key=lambda row: (order[row["cost"]], row["strength"]))
 
 
-def ablation_rows(runs: dict) -> list[dict]:
-    """Fig. 7 rows: accuracy and trainable parameters of the delay variants."""
+def matched_rows(runs: dict[str, list[dict]], costs: list[dict]) -> list[dict]:
+    """The two costs at matched accuracy: each distance-cost strength against the L1
+    strength of the nearest mean test accuracy, with Welch's 95 % intervals of the
+    differences (distance minus L1) over seeds."""
+    distance = [r for r in costs if r["cost"] == "distance"]
+    plain = [r for r in costs if r["cost"] == "L1"]
+    rows = []
+    for d in distance:
+        if not plain:
+            break
+        l1 = min(plain, key=lambda r: abs(r["test_acc"] - d["test_acc"]))
+        a = [{"test_acc": r["test_acc"], **r["structure"]} for r in runs[d["run"]]]
+        b = [{"test_acc": r["test_acc"], **r["structure"]} for r in runs[l1["run"]]]
+        row = {"distance": d["run"], "l1": l1["run"]}
+        for key in ("test_acc", *MATCHED_KEYS):
+            row[key] = d[key] - l1[key]
+            row[f"{key}_ci"] = difference_interval([x[key] for x in a], [x[key] for x in b])
+        rows.append(row)
+    return rows
+
+
+def pruning_rows(records: list[dict]) -> dict[str, list[dict]]:
+    """The pruning curves of one configuration averaged over seeds, by method; and under
+    ``"distance - magnitude"`` the paired differences (same seed's model) at each fraction.
+    """
+    methods = records[0]["pruning"]
+    curves: dict[str, list[dict]] = {}
+    for method in methods:
+        curves[method] = [
+            {
+                "fraction": points[0]["fraction"],
+                "pruned_fraction": points[0]["pruned_fraction"],
+                "pruned": points[0]["pruned"],
+                **summarize(points, PRUNE_KEYS),
+            }
+            for points in zip(*(r["pruning"][method] for r in records), strict=True)
+        ]
+    if set(PRUNERS) <= set(methods):
+        diffs = []
+        for i, row in enumerate(curves["distance"]):
+            paired = [
+                {
+                    k: r["pruning"]["distance"][i].get(k, math.nan)
+                    - r["pruning"]["magnitude"][i].get(k, math.nan)
+                    for k in PRUNE_KEYS
+                }
+                for r in records
+            ]
+            diffs.append({"fraction": row["fraction"], **summarize(paired, PRUNE_KEYS)})
+        curves["distance - magnitude"] = diffs
+    return curves
+
+
+def specialisation_rows(records: list[dict]) -> list[dict]:
+    """Specialisation per epoch averaged over seeds (epochs with the measures only)."""
+    histories = [[h for h in r["history"] if "r2" in h] for r in records]
+    rows = []
+    for points in zip(*histories, strict=True):
+        points = [
+            {
+                **h,
+                "r2_sd_above": (h["r2"] - h["r2_null"]) / h["r2_null_std"]
+                if h["r2_null_std"]
+                else math.nan,
+            }
+            for h in points
+        ]
+        rows.append({"epoch": points[0]["epoch"], **summarize(points, SPEC_KEYS)})
+    return rows
+
+
+def delay_rows(records: list[dict]) -> dict:
+    """The |w|-weighted delay histogram summed over seeds, and its statistics averaged."""
+    counts = np.sum([r["delays"]["weighted_counts"] for r in records], axis=0)
+    keys = ("weighted_mean", "unweighted_mean", "clamped_fraction")
+    return {
+        "edges": records[0]["delays"]["edges"],
+        "weighted_counts": counts.tolist(),
+        **{k: statistics.fmean(r["delays"][k] for r in records) for k in keys},
+    }
+
+
+def ablation_rows(runs: dict[str, list[dict]]) -> list[dict]:
+    """Fig. 7 rows: accuracy (averaged over seeds) and trainable parameters of the delay
+    variants."""
     labels = {
         "none": "no delays (delay_scale 0)",
         "free": "free per-synapse delays",
         "fixed-d2": "fixed random positions, D=2",
     }
     rows = []
-    for name, r in runs.items():
-        c = r["config"]
+    for name, records in runs.items():
+        c, first = records[0]["config"], records[0]
         if c["power"] is not None:
             continue
-        label = labels.get(name, f"learned positions, D={c['dim']}")
-        timing = r["trainable_parameters"] - expected_parameters(
-            Config("x", kind="none"), _hidden(r)
+        timing = first["trainable_parameters"] - expected_parameters(
+            Config("x", kind="none"), _hidden(first)
         )
+        best = [
+            {"best_test_acc": max(h.get("test_acc", 0.0) for h in r["history"])} for r in records
+        ]
         rows.append(
             {
                 "run": name,
-                "variant": label,
-                "trainable_parameters": r["trainable_parameters"],
+                "variant": labels.get(name, f"learned positions, D={c['dim']}"),
+                "seeds": [r["seed"] for r in records],
+                "trainable_parameters": first["trainable_parameters"],
                 "timing_parameters": timing,
-                "test_acc": r["test_acc"],
-                "best_test_acc": max(h.get("test_acc", 0.0) for h in r["history"]),
+                **summarize(records, ("test_acc",)),
+                **summarize(best, ("best_test_acc",)),
             }
         )
     return sorted(rows, key=lambda row: row["trainable_parameters"])
@@ -430,20 +602,26 @@ def report(out: Path) -> dict:
     runs = load_runs(out)
     if not runs:
         raise SystemExit(f"no runs recorded in {out}; train some first")
-    costs, ablation = cost_rows(runs), ablation_rows(runs)
-    pruning = {n: r["pruning"] for n, r in runs.items() if "pruning" in r}
-    spec = {n: [h for h in r["history"] if "r2" in h] for n, r in runs.items()}
-    delays = {n: r["delays"] for n, r in runs.items() if n in ("spatial-d2", "free")}
-    results = {
-        "settings": next(iter(runs.values()))["settings"],
+    costs = cost_rows(runs)
+    settings = dict(next(iter(runs.values()))[0]["settings"])
+    settings.pop("seed", None)
+    settings.pop("command", None)
+    return {
+        "settings": settings,
+        "seeds": sorted({r["seed"] for records in runs.values() for r in records}),
+        "commands": sorted(
+            {r["settings"].get("command", "") for rs in runs.values() for r in rs} - {""}
+        ),
         "environment": environment(),
         "cost_sweep": costs,
-        "pruning": pruning,
-        "specialisation": {n: v for n, v in spec.items() if v},
-        "delays": delays,
-        "ablation": ablation,
+        "matched": matched_rows(runs, costs),
+        "pruning": {n: pruning_rows(rs) for n, rs in runs.items() if "pruning" in rs[0]},
+        "specialisation": {
+            n: specialisation_rows(rs) for n, rs in runs.items() if "r2" in rs[0]["history"][0]
+        },
+        "delays": {n: delay_rows(rs) for n, rs in runs.items() if n in ("spatial-d2", "free")},
+        "ablation": ablation_rows(runs),
     }
-    return results
 
 
 def write_report(out: Path) -> dict:
@@ -474,44 +652,71 @@ def environment() -> dict:
     }
 
 
+def _fmt(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _cell(row: dict, key: str, digits: int = 3) -> str:
+    """``row[key]``, with its 95 % interval ``row[key + "_ci"]`` when there is one."""
+    ci = row.get(f"{key}_ci")
+    value = _fmt(row.get(key, math.nan), digits)
+    return value if not ci else f"{value} ({_fmt(ci[0], digits)} to {_fmt(ci[1], digits)})"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def markdown(results: dict) -> str:
-    """The tables of ``results`` as markdown."""
-    parts = []
+    """The tables of ``results`` as markdown; with more than one seed a cell reads
+    ``mean (95 % interval of the mean)``."""
+    seeds = results.get("seeds", [0])
+    parts = [
+        f"Seeds: {', '.join(str(s) for s in seeds)}; with more than one, a cell is the mean "
+        "(95 % interval of the mean)."
+    ]
     cost_header = ["run", "cost", "strength", "test acc", "modularity", "clustering (/null)"]
     cost_header += ["wiring efficiency", "mean length"]
+    keys = ("test_acc", "modularity", "clustering", "wiring_efficiency", "mean_length")
     parts.append(
         "**Wiring cost sweep (Fig. 5)**\n\n"
         + _table(
             cost_header,
             [
-                [
-                    r["run"],
-                    r["cost"],
-                    f"{r['strength']:g}",
-                    _fmt(r["test_acc"]),
-                    _fmt(r["modularity"]),
-                    _fmt(r["clustering"]),
-                    _fmt(r["wiring_efficiency"]),
-                    _fmt(r["mean_length"]),
-                ]
+                [r["run"], r["cost"], f"{r['strength']:g}", *(_cell(r, k) for k in keys)]
                 for r in results["cost_sweep"]
             ],
         )
     )
+    if results.get("matched"):
+        header = ["distance cost", "L1 of nearest accuracy", "test acc", "modularity"]
+        header += ["clustering (/null)", "wiring efficiency", "mean length"]
+        rows = [
+            [m["distance"], m["l1"], *(_cell(m, k) for k in ("test_acc", *MATCHED_KEYS))]
+            for m in results["matched"]
+        ]
+        parts.append(
+            "**Distance cost minus L1 at matched accuracy (Fig. 5; Welch's 95 % intervals)**\n\n"
+            + _table(header, rows)
+        )
     for name, curves in results["pruning"].items():
         rows = []
-        for method, points in curves.items():
+        for method in PRUNERS:
             rows += [
                 [
                     method,
                     f"{p['fraction']:g}",
                     _fmt(p["pruned_fraction"], 4),
-                    _fmt(p["test_acc"]),
-                    _fmt(p.get("modularity")),
-                    _fmt(p.get("clustering")),
+                    *(_cell(p, k) for k in PRUNE_KEYS),
                 ]
-                for p in points
+                for p in curves[method]
             ]
+        rows += [
+            ["distance - magnitude", f"{p['fraction']:g}", "", *(_cell(p, k) for k in PRUNE_KEYS)]
+            for p in curves.get("distance - magnitude", [])
+            if p["fraction"] > 0
+        ]
         header = ["pruned by", "fraction", "pruned (actual)", "test acc", "modularity"]
         header.append("clustering (/null)")
         parts.append(f"**Pruning `{name}` (Fig. 6)**\n\n" + _table(header, rows))
@@ -523,16 +728,28 @@ def markdown(results: dict) -> str:
                 name,
                 f"{_fmt(first['r2'])} ({_fmt(first['r2_null'])})",
                 f"{_fmt(last['r2'])} ({_fmt(last['r2_null'])} ± {_fmt(last['r2_null_std'])})",
+                _cell(last, "r2_sd_above", 1),
+                f"{_cell(last, 'mantel')} ({_fmt(last['mantel_null'])})"
+                if "mantel" in last and not math.isnan(last["mantel"])
+                else "n/a",
                 " ".join(_fmt(h["r2"], 2) for h in hist),
             ]
         )
     parts.append(
-        "**Specialisation R² (Fig. 2A)**\n\n"
+        "**Specialisation (Fig. 2A)**\n\n"
         + _table(
-            ["run", "R² start (shuffled)", "R² end (shuffled ± sd)", "R² per epoch 0..E"], spec_rows
+            [
+                "run",
+                "R² start (shuffled)",
+                "R² end (shuffled ± sd)",
+                "R² end, sd above shuffled",
+                "distance-similarity r end (shuffled)",
+                "R² per epoch 0..E",
+            ],
+            spec_rows,
         )
     )
-    delay_rows = [
+    delay_rows_ = [
         [
             name,
             _fmt(d["weighted_mean"], 2),
@@ -552,7 +769,7 @@ def markdown(results: dict) -> str:
                 "share at max_delay",
                 "share of \\|w\\| below 0.5 steps",
             ],
-            delay_rows,
+            delay_rows_,
         )
     )
     parts.append(
@@ -564,8 +781,8 @@ def markdown(results: dict) -> str:
                     r["variant"],
                     r["trainable_parameters"],
                     r["timing_parameters"],
-                    _fmt(r["test_acc"]),
-                    _fmt(r["best_test_acc"]),
+                    _cell(r, "test_acc"),
+                    _cell(r, "best_test_acc"),
                 ]
                 for r in results["ablation"]
             ],
@@ -585,7 +802,7 @@ FIGURES = (
 
 
 def figures(results: dict, out: Path) -> None:
-    """The five PNGs of the module docstring."""
+    """The five PNGs of the module docstring; error bars: 95 % intervals over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -598,35 +815,67 @@ def figures(results: dict, out: Path) -> None:
     _fig_ablation(plt, results["ablation"], out / FIGURES[4])
 
 
+def _err(rows: list[dict], key: str) -> np.ndarray:
+    """Error bars ``[2, len(rows)]`` from the rows' 95 % intervals (0 where there is none)."""
+    bars = np.zeros((2, len(rows)))
+    for i, row in enumerate(rows):
+        ci = row.get(f"{key}_ci")
+        if ci:
+            bars[:, i] = row[key] - ci[0], ci[1] - row[key]
+    return bars
+
+
 def _fig_costs(plt, rows, path) -> None:
-    keys = ("modularity", "wiring_efficiency", "test_acc", "mean_length")
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    for ax, key in zip(axes, keys, strict=True):
+    """Top: metrics against the cost's strength; bottom: against test accuracy, where the
+    two costs compare at matched accuracy."""
+    top = ("modularity", "wiring_efficiency", "test_acc", "mean_length")
+    bottom = ("modularity", "clustering", "wiring_efficiency", "mean_length")
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.4))
+    base = [r for r in rows if r["cost"] == "none"]
+    for i, (ax, key) in enumerate(zip(axes.flat, top + bottom, strict=True)):
+        x_key = "strength" if i < 4 else "test_acc"
         for cost, style in (("distance", "o-"), ("L1", "s--")):
             pts = [r for r in rows if r["cost"] == cost]
-            ax.plot([r["strength"] for r in pts], [r[key] for r in pts], style, label=cost)
-        base = [r for r in rows if r["cost"] == "none"]
-        if base:
+            x = [r[x_key] for r in pts]
+            xerr = _err(pts, "test_acc") if x_key == "test_acc" else None
+            ax.errorbar(
+                x, [r[key] for r in pts], _err(pts, key), xerr, style, capsize=3, label=cost
+            )
+        if base and x_key == "strength":
             ax.axhline(base[0][key], color="grey", lw=1, ls=":", label="no cost")
-        ax.set(xscale="log", xlabel="cost strength", title=key.replace("_", " "))
-    axes[0].legend()
+        elif base:
+            ax.errorbar(
+                [base[0]["test_acc"]],
+                [base[0][key]],
+                _err(base, key),
+                _err(base, "test_acc"),
+                "k^",
+                capsize=3,
+                label="no cost",
+            )
+        ax.set(xlabel="cost strength" if i < 4 else "test accuracy", title=key.replace("_", " "))
+        if i < 4:
+            ax.set_xscale("log")
+    axes[0, 0].legend()
+    axes[1, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _fig_pruning(plt, pruning, path) -> None:
-    keys = ("test_acc", "modularity", "clustering")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     shown = [n for n in ("spatial-d2", PRUNE_REFERENCE) if n in pruning] or list(pruning)[:2]
-    for ax, key in zip(axes, keys, strict=True):
+    for ax, key in zip(axes, PRUNE_KEYS, strict=True):
         for name in shown:
             for method, style in (("distance", "o-"), ("magnitude", "s--")):
                 pts = pruning[name][method]
-                ax.plot(
+                ax.errorbar(
                     [p["fraction"] for p in pts],
                     [p.get(key, math.nan) for p in pts],
-                    style,
+                    _err(pts, key),
+                    fmt=style,
+                    capsize=3,
                     label=f"{name}, by {method}",
                 )
         ax.set(xlabel="fraction of recurrent synapses pruned", title=key.replace("_", " "))
@@ -637,18 +886,27 @@ def _fig_pruning(plt, pruning, path) -> None:
 
 
 def _fig_specialisation(plt, spec, path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    """Left: the R^2 in shuffled standard deviations above its shuffled level; right: the
+    distance-similarity correlation against its shuffled level; bands: 95 % intervals."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, hist in spec.items():
         main = name == "spatial-d2"
         epochs = [h["epoch"] for h in hist]
-        line = ax.plot(epochs, [h["r2"] for h in hist], lw=2 if main else 0.8, label=name)[0]
-        if main:
-            null = np.array([h["r2_null"] for h in hist])
-            std = np.array([h["r2_null_std"] for h in hist])
-            ax.fill_between(epochs, null - std, null + std, color=line.get_color(), alpha=0.2)
-            ax.plot(epochs, null, ":", color=line.get_color(), label=f"{name}, shuffled")
-    ax.set(xlabel="epoch", ylabel="specialisation R²")
-    ax.legend(fontsize=6, ncol=2)
+        for ax, key in zip(axes, ("r2_sd_above", "mantel"), strict=True):
+            values = np.array([h.get(key, math.nan) for h in hist], dtype=float)
+            line = ax.plot(epochs, values, lw=2 if main else 0.8, label=name)[0]
+            bars = _err(hist, key)
+            if bars.any():
+                ax.fill_between(
+                    epochs, values - bars[0], values + bars[1], color=line.get_color(), alpha=0.15
+                )
+            if main and key == "mantel":
+                null = [h.get("mantel_null", math.nan) for h in hist]
+                ax.plot(epochs, null, ":", color=line.get_color(), label=f"{name}, shuffled")
+    axes[0].axhline(0, color="grey", lw=1, ls=":")
+    axes[0].set(xlabel="epoch", ylabel="R², sd above shuffled positions")
+    axes[1].set(xlabel="epoch", ylabel="r(distance, input similarity)")
+    axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -671,7 +929,9 @@ def _fig_delays(plt, delays, path) -> None:
 def _fig_ablation(plt, rows, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in rows:
-        ax.plot(r["trainable_parameters"], r["test_acc"], "o")
+        ax.errorbar(
+            [r["trainable_parameters"]], [r["test_acc"]], _err([r], "test_acc"), fmt="o", capsize=3
+        )
         ax.annotate(r["run"], (r["trainable_parameters"], r["test_acc"]), fontsize=7)
     ax.set(xlabel="trainable parameters", ylabel="test accuracy")
     fig.tight_layout()
@@ -685,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.quick:
         apply_quick(args)
+    if args.augment is None:
+        args.augment = args.data_root is not None
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
@@ -694,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise SystemExit(f"--only: unknown runs {sorted(unknown)}")
             chosen = [c for c in chosen if c.name in args.only]
-        data = shd_splits(None, args.dt, args.duration, args.limit, seed=args.seed)
+        data = datasets(args)
         settings = {
             k: str(v) if isinstance(v, Path) else v
             for k, v in vars(args).items()
