@@ -427,8 +427,9 @@ SWEEP_KEYS = ("test_acc", *REPORTED, *REPORTED_SPATIAL)
 MATCHED_KEYS = ("modularity", "clustering", "wiring_efficiency", "mean_length")
 PRUNE_KEYS = ("test_acc", "modularity", "clustering")
 #: Specialisation over training (Fig. 2A): the measures of :func:`specialisation`, and
-#: the R^2's distance above its shuffled level in shuffled standard deviations.
-SPEC_KEYS = ("r2", "r2_null", "r2_null_std", "r2_sd_above", "mantel", "mantel_null")
+#: each one's distance above its shuffled level in shuffled standard deviations.
+SPEC_KEYS = ("r2", "r2_null", "r2_null_std", "r2_sd_above")
+SPEC_KEYS += ("mantel", "mantel_null", "mantel_null_std", "mantel_sd_above")
 
 
 def load_runs(out: Path) -> dict[str, list[dict]]:
@@ -532,21 +533,23 @@ def pruning_rows(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def specialisation_rows(records: list[dict]) -> list[dict]:
-    """Specialisation per epoch averaged over seeds (epochs with the measures only)."""
+    """Specialisation per epoch averaged over seeds (epochs with the measures only), with
+    each measure's distance above its shuffled level in shuffled standard deviations."""
     histories = [[h for h in r["history"] if "r2" in h] for r in records]
     rows = []
     for points in zip(*histories, strict=True):
         points = [
-            {
-                **h,
-                "r2_sd_above": (h["r2"] - h["r2_null"]) / h["r2_null_std"]
-                if h["r2_null_std"]
-                else math.nan,
-            }
+            {**h, "r2_sd_above": _sd_above(h, "r2"), "mantel_sd_above": _sd_above(h, "mantel")}
             for h in points
         ]
         rows.append({"epoch": points[0]["epoch"], **summarize(points, SPEC_KEYS)})
     return rows
+
+
+def _sd_above(row: dict, key: str) -> float:
+    """``(row[key] - its shuffled mean) / its shuffled sd``; NaN without them."""
+    sd = row.get(f"{key}_null_std")
+    return (row[key] - row[f"{key}_null"]) / sd if sd else math.nan
 
 
 def delay_rows(records: list[dict]) -> dict:
@@ -729,9 +732,15 @@ def markdown(results: dict) -> str:
                 f"{_fmt(first['r2'])} ({_fmt(first['r2_null'])})",
                 f"{_fmt(last['r2'])} ({_fmt(last['r2_null'])} ± {_fmt(last['r2_null_std'])})",
                 _cell(last, "r2_sd_above", 1),
-                f"{_cell(last, 'mantel')} ({_fmt(last['mantel_null'])})"
-                if "mantel" in last and not math.isnan(last["mantel"])
-                else "n/a",
+                *(
+                    [
+                        f"{_cell(last, 'mantel')} ({_fmt(last['mantel_null'])} "
+                        f"± {_fmt(last['mantel_null_std'])})",
+                        _cell(last, "mantel_sd_above", 1),
+                    ]
+                    if not math.isnan(last["mantel"])
+                    else ["n/a", "n/a"]
+                ),
                 " ".join(_fmt(h["r2"], 2) for h in hist),
             ]
         )
@@ -743,7 +752,8 @@ def markdown(results: dict) -> str:
                 "R² start (shuffled)",
                 "R² end (shuffled ± sd)",
                 "R² end, sd above shuffled",
-                "distance-similarity r end (shuffled)",
+                "distance-similarity r end (shuffled ± sd)",
+                "r end, sd above shuffled",
                 "R² per epoch 0..E",
             ],
             spec_rows,
