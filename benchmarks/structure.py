@@ -666,6 +666,15 @@ def _cell(row: dict, key: str, digits: int = 3) -> str:
     return value if not ci else f"{value} ({_fmt(ci[0], digits)} to {_fmt(ci[1], digits)})"
 
 
+def _every(hist: list[dict], key: str, most: int = 12) -> str:
+    """``key`` of the epochs of ``hist``, every k-th epoch once there are more than
+    ``most`` (then prefixed with the epochs shown)."""
+    step = math.ceil(len(hist) / most)
+    shown = hist[::step]
+    values = " ".join(_fmt(h[key], 2) for h in shown)
+    return values if step == 1 else f"epochs 0, {step}, ..., {shown[-1]['epoch']}: {values}"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -741,7 +750,7 @@ def markdown(results: dict) -> str:
                     if not math.isnan(last["mantel"])
                     else ["n/a", "n/a"]
                 ),
-                " ".join(_fmt(h["r2"], 2) for h in hist),
+                _every(hist, "r2"),
             ]
         )
     parts.append(
@@ -799,6 +808,100 @@ def markdown(results: dict) -> str:
         )
     )
     return "\n\n".join(parts)
+
+
+# ------------------------------------------------- the tables RESULTS.md copies
+def _mean_ci(row: dict, key: str, digits: int = 3, sign: bool = False) -> str:
+    """``row[key]`` and its interval as ``0.882 (0.848-0.917)``; with ``sign``, a
+    difference: ``+0.028 (-0.001 to 0.057)``."""
+    value = f"{row[key]:+.{digits}f}" if sign else f"{row[key]:.{digits}f}"
+    ci = row.get(f"{key}_ci")
+    if not ci:
+        return value
+    joint = " to " if sign or ci[0] < 0 else "-"
+    return f"{value} ({ci[0]:.{digits}f}{joint}{ci[1]:.{digits}f})"
+
+
+def _label(row: dict) -> str:
+    return "no cost" if row["cost"] == "none" else f"{row['cost']} {row['strength']:g}"
+
+
+def sweep_table(results: dict) -> str:
+    """The cost sweep (Fig. 5): a row per configuration, mean (95 % interval)."""
+    lines = [
+        "| cost | strength | test acc | modularity | clustering (/null) | wiring efficiency "
+        "| mean length |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["cost_sweep"]:
+        cells = [
+            r["cost"],
+            f"{r['strength']:g}",
+            _mean_ci(r, "test_acc"),
+            _mean_ci(r, "modularity"),
+        ]
+        cells += [_mean_ci(r, "clustering", 2), _mean_ci(r, "wiring_efficiency")]
+        cells.append(_mean_ci(r, "mean_length", 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def matched_table(results: dict) -> str:
+    """Distance cost minus L1 at matched accuracy, with Welch's intervals."""
+    strength = {r["run"]: r["strength"] for r in results["cost_sweep"]}
+    lines = [
+        "| distance cost | L1 | test acc | modularity | clustering (/null) | wiring efficiency "
+        "| mean length |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results["matched"]:
+        cells = [f"{strength[m['distance']]:g}", f"{strength[m['l1']]:g}"]
+        cells += [_mean_ci(m, k, 3, sign=True) for k in ("test_acc", "modularity")]
+        cells.append(_mean_ci(m, "clustering", 2, sign=True))
+        cells.append(_mean_ci(m, "wiring_efficiency", 3, sign=True))
+        cells.append(_mean_ci(m, "mean_length", 2, sign=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pruning_table(results: dict, names, fractions=(0.0, 0.2, 0.4, 0.6, 0.8)) -> str:
+    """Test accuracy after pruning (Fig. 6) of the configurations ``names`` by length and
+    by magnitude, and the paired difference at 20 %."""
+    labels = {r["run"]: _label(r) for r in results["cost_sweep"]}
+    header = ["model", "pruned by", *(f"{f:g}" for f in fractions)]
+    header.append("length minus magnitude at 0.2")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        curves = results["pruning"][name]
+        at = {p["fraction"]: p for p in curves["distance - magnitude"]}
+        for method, word in (("distance", "length"), ("magnitude", "magnitude")):
+            points = {p["fraction"]: p for p in curves[method]}
+            cells = [labels[name], word, *(f"{points[f]['test_acc']:.3f}" for f in fractions)]
+            cells.append(
+                _mean_ci(at[0.2], "test_acc", 3, sign=True) if method == "distance" else ""
+            )
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def specialisation_table(results: dict, epochs=(0, 10)) -> str:
+    """Specialisation (Fig. 2A) per configuration: the R² at the end and the
+    distance-similarity correlation at ``epochs`` and at the end."""
+    header = ["run", "R² end (shuffled)"]
+    header += [f"distance-similarity r: epoch {e}" for e in epochs]
+    header += ["last epoch (shuffled ± sd)", "last epoch, sd above shuffled"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results["cost_sweep"]:
+        hist = {h["epoch"]: h for h in results["specialisation"][row["run"]]}
+        last = hist[max(hist)]
+        cells = [_label(row), f"{last['r2']:.3f} ({last['r2_null']:.3f})"]
+        cells += [f"{hist[e]['mantel']:.3f}" for e in epochs]
+        cells.append(
+            f"{last['mantel']:.3f} ({last['mantel_null']:.3f} ± {last['mantel_null_std']:.3f})"
+        )
+        cells.append(_mean_ci(last, "mantel_sd_above", 1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------- figures
@@ -865,7 +968,10 @@ def _fig_costs(plt, rows, path) -> None:
             )
         ax.set(xlabel="cost strength" if i < 4 else "test accuracy", title=key.replace("_", " "))
         if i < 4:
+            strengths = sorted({r["strength"] for r in rows if r["cost"] != "none"})
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(strengths, [f"{s:g}" for s in strengths])
     axes[0, 0].legend()
     axes[1, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -897,7 +1003,8 @@ def _fig_pruning(plt, pruning, path) -> None:
 
 def _fig_specialisation(plt, spec, path) -> None:
     """Left: the R^2 in shuffled standard deviations above its shuffled level; right: the
-    distance-similarity correlation against its shuffled level; bands: 95 % intervals."""
+    distance-similarity correlation against its shuffled level; bands: 95 % intervals of
+    the no-cost run and of the reference cost run."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, hist in spec.items():
         main = name == "spatial-d2"
@@ -906,7 +1013,7 @@ def _fig_specialisation(plt, spec, path) -> None:
             values = np.array([h.get(key, math.nan) for h in hist], dtype=float)
             line = ax.plot(epochs, values, lw=2 if main else 0.8, label=name)[0]
             bars = _err(hist, key)
-            if bars.any():
+            if bars.any() and name in ("spatial-d2", PRUNE_REFERENCE):  # two bands stay legible
                 ax.fill_between(
                     epochs, values - bars[0], values + bars[1], color=line.get_color(), alpha=0.15
                 )

@@ -244,3 +244,25 @@ def test_each_seed_is_a_run_and_the_report_gives_intervals_over_them(bench, two_
     assert table.startswith("Seeds: 0, 1;")
     assert "Distance cost minus L1 at matched accuracy" in table
     assert "| distance - magnitude | 0.2 |" in table
+
+
+def test_tables_for_results_md_show_means_and_intervals(bench, two_seeds):
+    results = bench.report(two_seeds)
+    sweep = bench.sweep_table(results).splitlines()
+    assert len(sweep) == 2 + 3  # header, rule, no cost / distance / L1
+    base = next(r for r in results["cost_sweep"] if r["cost"] == "none")
+    lo, hi = base["test_acc_ci"]
+    joint = " to " if lo < 0 else "-"
+    assert sweep[2].startswith(f"| none | 0 | {base['test_acc']:.3f} ({lo:.3f}{joint}{hi:.3f}) |")
+    (matched,) = bench.matched_table(results).splitlines()[2:]
+    m = results["matched"][0]
+    assert matched.startswith(f"| 0.001 | 0.001 | {m['test_acc']:+.3f} (")
+    pruning = bench.pruning_table(results, ["dist-1e-03"]).splitlines()
+    assert [row.split(" | ")[1] for row in pruning[2:]] == ["length", "magnitude"]
+    diff = results["pruning"]["dist-1e-03"]["distance - magnitude"][1]
+    assert pruning[2].endswith(
+        f" | {diff['test_acc']:+.3f} ({diff['test_acc_ci'][0]:.3f} to "
+        f"{diff['test_acc_ci'][1]:.3f}) |"
+    )
+    spec = bench.specialisation_table(results, epochs=(0,)).splitlines()
+    assert len(spec) == 2 + 3 and spec[2].startswith("| no cost | ")
