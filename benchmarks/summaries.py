@@ -191,6 +191,10 @@ def _spoken_digits(epochs: Callable[[str], bool]) -> str:
     return spoken_digits_compare.summary_table(records)
 
 
+_SPEECH_STRUCTURE = RESULTS / "structure-2026-12-04-speech"
+#: The configurations whose pruning curves RESULTS.md shows for the spoken digits.
+_SPEECH_PRUNED = ("spatial-d2", "dist-1e-03", "dist-3e-03", "l1-1e-03")
+
 #: The tables RESULTS.md copies, by the name its markers give.
 TABLES: dict[str, Callable[[], str]] = {
     "yinyang-2026-12-01 summary": lambda: yinyang_table(RESULTS / "yinyang-2026-12-01"),
@@ -202,6 +206,18 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     "spoken-digits-2026-12-02 summary without the 60-epoch rows": lambda: _spoken_digits(
         lambda training: " 60 epochs" not in training
+    ),
+    "structure-2026-12-04-speech sweep": lambda: structure.sweep_table(
+        structure.report(_SPEECH_STRUCTURE)
+    ),
+    "structure-2026-12-04-speech matched": lambda: structure.matched_table(
+        structure.report(_SPEECH_STRUCTURE)
+    ),
+    "structure-2026-12-04-speech pruning": lambda: structure.pruning_table(
+        structure.report(_SPEECH_STRUCTURE), _SPEECH_PRUNED
+    ),
+    "structure-2026-12-04-speech specialisation": lambda: structure.specialisation_table(
+        structure.report(_SPEECH_STRUCTURE)
     ),
 }
 _OPEN = re.compile(r"<!-- table: (.+) -->")
