@@ -67,7 +67,7 @@ from yinyang import mean_interval
 import sj_spatial
 from sj_spatial import WiringCost, param_groups, prune_by_distance, prune_by_magnitude, topology
 from sj_spatial.baselines import FreeDelayRecurrentContainer
-from sj_spatial.data import AugmentedSHD, collate, shd_splits
+from sj_spatial.data import AugmentedSHD, SHDFormatError, collate, shd_splits
 from sj_spatial.models import recurrent_shd_model
 from sj_spatial.train_job import Callback, CosineDecay, EpochRecord, fit
 from sj_spatial.train_job.recipe import run_epoch
@@ -78,7 +78,7 @@ PRUNERS = {"distance": prune_by_distance, "magnitude": prune_by_magnitude}
 STRENGTHS = (1e-5, 1e-4, 1e-3)
 QUICK_STRENGTHS = (1e-3,)
 NULLS = 5  # shuffled graphs per topology.analyze call
-R2_SHUFFLES = 20  # position permutations for the chance level of the specialisation R^2
+R2_SHUFFLES = 20  # position permutations for the chance levels of the specialisation measures
 PRUNE_REFERENCE = "dist-1e-03"  # the cost run whose pruning curves fig 6 shows
 
 
@@ -182,9 +182,13 @@ def datasets(args) -> tuple[Dataset, Dataset]:
     the training split wrapped in the paper's augmentation (``AugmentedSHD``, as
     ``sj-spatial train --augment``) when ``args.augment`` (by default on with a data root).
     """
-    splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
+    try:
+        splits = shd_splits(args.data_root, args.dt, args.duration, args.limit, seed=args.seed)
+    except (SHDFormatError, FileNotFoundError) as exc:
+        raise SystemExit(f"--data-root: {exc}") from None
     train_set, test_set = splits
-    if args.data_root is not None if args.augment is None else args.augment:
+    augment = args.data_root is not None if args.augment is None else args.augment
+    if augment:
         train_set = AugmentedSHD(train_set, seed=args.seed)
     return train_set, test_set
 

@@ -266,3 +266,9 @@ def test_tables_for_results_md_show_means_and_intervals(bench, two_seeds):
     )
     spec = bench.specialisation_table(results, epochs=(0,)).splitlines()
     assert len(spec) == 2 + 3 and spec[2].startswith("| no cost | ")
+
+
+def test_a_data_root_without_shd_files_is_one_line(bench, tmp_path):
+    with pytest.raises(SystemExit, match=r"^--data-root: .*shd_train") as exc:
+        bench.main(["--quick", "--data-root", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "\n" not in str(exc.value)
