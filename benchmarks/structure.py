@@ -460,6 +460,11 @@ def _spatial_2d(record: dict) -> bool:
     return c["kind"] == "spatial" and not c["fixed_positions"] and c["dim"] == 2
 
 
+def final_metrics(records: list[dict]) -> list[dict]:
+    """Per seed: the test accuracy and the ``topology.analyze`` metrics after training."""
+    return [{"test_acc": r["test_acc"], **r["structure"]} for r in records]
+
+
 def cost_rows(runs: dict[str, list[dict]]) -> list[dict]:
     """Fig. 5 rows: the no-cost configuration, then each cost type by strength; the
     metrics of the trained recurrent layer averaged over seeds."""
@@ -469,14 +474,13 @@ def cost_rows(runs: dict[str, list[dict]]) -> list[dict]:
         if not _spatial_2d(records[0]) or (c["power"] is None and name != "spatial-d2"):
             continue
         cost = "none" if c["power"] is None else ("distance" if c["power"] == 1 else "L1")
-        values = [{"test_acc": r["test_acc"], **r["structure"]} for r in records]
         rows.append(
             {
                 "run": name,
                 "cost": cost,
                 "strength": c["strength"],
                 "seeds": [r["seed"] for r in records],
-                **summarize(values, SWEEP_KEYS),
+                **summarize(final_metrics(records), SWEEP_KEYS),
             }
         )
     order = {"none": 0, "distance": 1, "L1": 2}
@@ -494,8 +498,7 @@ def matched_rows(runs: dict[str, list[dict]], costs: list[dict]) -> list[dict]:
         if not plain:
             break
         l1 = min(plain, key=lambda r: abs(r["test_acc"] - d["test_acc"]))
-        a = [{"test_acc": r["test_acc"], **r["structure"]} for r in runs[d["run"]]]
-        b = [{"test_acc": r["test_acc"], **r["structure"]} for r in runs[l1["run"]]]
+        a, b = final_metrics(runs[d["run"]]), final_metrics(runs[l1["run"]])
         row = {"distance": d["run"], "l1": l1["run"]}
         for key in ("test_acc", *MATCHED_KEYS):
             row[key] = d[key] - l1[key]
@@ -832,11 +835,9 @@ def _label(row: dict) -> str:
 
 def sweep_table(results: dict) -> str:
     """The cost sweep (Fig. 5): a row per configuration, mean (95 % interval)."""
-    lines = [
-        "| cost | strength | test acc | modularity | clustering (/null) | wiring efficiency "
-        "| mean length |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["cost", "strength", "test acc", "modularity", "clustering (/null)"]
+    header += ["wiring efficiency", "mean length"]
+    rows = []
     for r in results["cost_sweep"]:
         cells = [
             r["cost"],
@@ -846,26 +847,24 @@ def sweep_table(results: dict) -> str:
         ]
         cells += [_mean_ci(r, "clustering", 2), _mean_ci(r, "wiring_efficiency")]
         cells.append(_mean_ci(r, "mean_length", 2))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return _table(header, rows) + "\n"
 
 
 def matched_table(results: dict) -> str:
     """Distance cost minus L1 at matched accuracy, with Welch's intervals."""
     strength = {r["run"]: r["strength"] for r in results["cost_sweep"]}
-    lines = [
-        "| distance cost | L1 | test acc | modularity | clustering (/null) | wiring efficiency "
-        "| mean length |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["distance cost", "L1", "test acc", "modularity", "clustering (/null)"]
+    header += ["wiring efficiency", "mean length"]
+    rows = []
     for m in results["matched"]:
         cells = [f"{strength[m['distance']]:g}", f"{strength[m['l1']]:g}"]
         cells += [_mean_ci(m, k, 3, sign=True) for k in ("test_acc", "modularity")]
         cells.append(_mean_ci(m, "clustering", 2, sign=True))
         cells.append(_mean_ci(m, "wiring_efficiency", 3, sign=True))
         cells.append(_mean_ci(m, "mean_length", 2, sign=True))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return _table(header, rows) + "\n"
 
 
 def pruning_table(results: dict, names, fractions=(0.0, 0.2, 0.4, 0.6, 0.8)) -> str:
@@ -874,7 +873,7 @@ def pruning_table(results: dict, names, fractions=(0.0, 0.2, 0.4, 0.6, 0.8)) -> 
     labels = {r["run"]: _label(r) for r in results["cost_sweep"]}
     header = ["model", "pruned by", *(f"{f:g}" for f in fractions)]
     header.append("length minus magnitude at 0.2")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name in names:
         curves = results["pruning"][name]
         at = {p["fraction"]: p for p in curves["distance - magnitude"]}
@@ -884,8 +883,8 @@ def pruning_table(results: dict, names, fractions=(0.0, 0.2, 0.4, 0.6, 0.8)) -> 
             cells.append(
                 _mean_ci(at[0.2], "test_acc", 3, sign=True) if method == "distance" else ""
             )
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append(cells)
+    return _table(header, rows) + "\n"
 
 
 def specialisation_table(results: dict, epochs=(0, 10)) -> str:
@@ -894,7 +893,7 @@ def specialisation_table(results: dict, epochs=(0, 10)) -> str:
     header = ["run", "R² end (shuffled)"]
     header += [f"distance-similarity r: epoch {e}" for e in epochs]
     header += ["last epoch (shuffled ± sd)", "last epoch, sd above shuffled"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in results["cost_sweep"]:
         hist = {h["epoch"]: h for h in results["specialisation"][row["run"]]}
         last = hist[max(hist)]
@@ -904,8 +903,8 @@ def specialisation_table(results: dict, epochs=(0, 10)) -> str:
             f"{last['mantel']:.3f} ({last['mantel_null']:.3f} ± {last['mantel_null_std']:.3f})"
         )
         cells.append(_mean_ci(last, "mantel_sd_above", 1))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return _table(header, rows) + "\n"
 
 
 # ----------------------------------------------------------------- figures

@@ -21,6 +21,7 @@ RESULTS.md marks each table copied from records between ``<!-- table: NAME -->``
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -191,7 +192,13 @@ def _spoken_digits(epochs: Callable[[str], bool]) -> str:
     return spoken_digits_compare.summary_table(records)
 
 
-_SPEECH_STRUCTURE = RESULTS / "structure-2026-12-04-speech"
+@functools.cache
+def _speech_structure() -> dict:
+    """The report of the spoken-digit structure runs, once per process for its four tables
+    (records do not change while the summaries are checked or written)."""
+    return structure.report(RESULTS / "structure-2026-12-04-speech")
+
+
 #: The configurations whose pruning curves RESULTS.md shows for the spoken digits.
 _SPEECH_PRUNED = ("spatial-d2", "dist-1e-03", "dist-3e-03", "l1-1e-03")
 
@@ -207,17 +214,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "spoken-digits-2026-12-02 summary without the 60-epoch rows": lambda: _spoken_digits(
         lambda training: " 60 epochs" not in training
     ),
-    "structure-2026-12-04-speech sweep": lambda: structure.sweep_table(
-        structure.report(_SPEECH_STRUCTURE)
-    ),
-    "structure-2026-12-04-speech matched": lambda: structure.matched_table(
-        structure.report(_SPEECH_STRUCTURE)
-    ),
+    "structure-2026-12-04-speech sweep": lambda: structure.sweep_table(_speech_structure()),
+    "structure-2026-12-04-speech matched": lambda: structure.matched_table(_speech_structure()),
     "structure-2026-12-04-speech pruning": lambda: structure.pruning_table(
-        structure.report(_SPEECH_STRUCTURE), _SPEECH_PRUNED
+        _speech_structure(), _SPEECH_PRUNED
     ),
     "structure-2026-12-04-speech specialisation": lambda: structure.specialisation_table(
-        structure.report(_SPEECH_STRUCTURE)
+        _speech_structure()
     ),
 }
 _OPEN = re.compile(r"<!-- table: (.+) -->")
